@@ -1,0 +1,70 @@
+"""JSON in and out, with the old backend's value encodings (contract-core §1.5, contract-work §1.5).
+
+- DATETIME/TIMESTAMP: the stored wall time is the app server's local time, and the server runs in UTC, so a
+  naive value is read as UTC and written `YYYY-MM-DDTHH:MM:SS.mmmZ` (what `Date.toJSON()` gives).
+- DATE: local midnight of that day, i.e. `YYYY-MM-DDT00:00:00.000Z`.
+- DECIMAL: a string (mysql2's `decimalNumbers: false`), e.g. `"2.50"`.
+- TIME: `HH:MM:SS` (mysql2 returns TIME columns as strings).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Any
+
+import orjson
+
+from ccsm_core.errors import ApiError
+
+__all__ = ["dumps", "iso_utc", "loads_body"]
+
+
+def iso_utc(value: dt.datetime | dt.date) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT00:00:00.000Z")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return iso_utc(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.timedelta):
+        total = int(value.total_seconds())
+        sign = "-" if total < 0 else ""
+        total = abs(total)
+        return f"{sign}{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+    if isinstance(value, bytes | bytearray):
+        return {"type": "Buffer", "data": list(value)}  # how Node serialises a Buffer
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def loads_body(raw: bytes, content_type: str | None) -> Any:
+    """Parse a request body like `express.json()` (strict mode), but answer 400 JSON instead of HTML.
+
+    A body without a JSON content type is `{}` (contract-core §1.2); an empty body is `{}`; the top level must
+    be an object or an array; malformed JSON, NaN/Infinity, invalid UTF-8 and nesting deeper than orjson's
+    limit are all 400 `{"error": "Invalid JSON body"}`.
+    """
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
+        return {}
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "Invalid JSON body") from None
+    if not isinstance(value, dict | list):
+        raise ApiError(400, "Invalid JSON body")
+    return value

@@ -1,0 +1,220 @@
+"""The HTTP edge of every service, as one pure ASGI middleware (no per-request task or thread hop).
+
+In order, for each HTTP request: request id (accepted from `X-Request-ID` or generated, and returned), CORS
+against an exact allow-list (preflights answered before any auth, contract-core §8.4), the body-size limit
+(413), helmet's default headers on every response when `USE_HELMET` is on, the error table for anything a
+handler lets escape (no stack trace ever leaves the process), and one JSON access-log line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from functools import lru_cache
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ccsm_core.errors import MESSAGES, ApiError, classify
+from ccsm_core.logs import request_id_var
+from ccsm_core.settings import Settings
+
+log = logging.getLogger("ccsm.http")
+access = logging.getLogger("ccsm.access")
+
+# helmet 8 defaults, as listed in the spec README ("Security headers") and contract-core §8.4.
+HELMET_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple(
+    (k.lower().encode(), v.encode())
+    for k, v in (
+        (
+            "Content-Security-Policy",
+            "default-src 'self'; base-uri 'self'; font-src 'self' https: data:; form-action 'self'; "
+            "frame-ancestors 'self'; img-src 'self' data:; object-src 'none'; script-src 'self'; "
+            "script-src-attr 'none'; style-src 'self' https: 'unsafe-inline'; upgrade-insecure-requests",
+        ),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Cross-Origin-Resource-Policy", "same-origin"),
+        ("Origin-Agent-Cluster", "?1"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-DNS-Prefetch-Control", "off"),
+        ("X-Download-Options", "noopen"),
+        ("X-Frame-Options", "SAMEORIGIN"),
+        ("X-Permitted-Cross-Domain-Policies", "none"),
+        ("X-XSS-Protection", "0"),
+    )
+)
+
+# The `cors` package's default method list (contract-core §8.4).
+CORS_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_DROP_HEADERS = frozenset({b"server", b"x-powered-by"})
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self) -> None:
+        super().__init__(413)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class TrustedProxies:
+    """Which peers may tell us the client address through X-Forwarded-For."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+    @lru_cache(maxsize=1024)  # noqa: B019 - one instance per app, a handful of peer addresses
+    def trusts(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client_ip(self, scope: Scope) -> str:
+        """The right-most address not set by a trusted proxy (RFC 7239 §5.2's reasoning, applied to XFF)."""
+        peer = scope.get("client")
+        peer_ip = str(peer[0]) if peer else ""
+        if not self.networks or not self.trusts(peer_ip):
+            return peer_ip
+        forwarded = header(scope, b"x-forwarded-for")
+        if not forwarded:
+            return peer_ip
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusts(hop):
+                return hop
+        return hops[0] if hops else peer_ip
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.allowed_origins = frozenset(settings.cors_origins)
+        self.extra_headers: list[tuple[bytes, bytes]] = list(HELMET_HEADERS) if settings.use_helmet else []
+        self.body_limit = settings.body_limit_bytes
+        self.access_log = settings.access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        rid = header(scope, b"x-request-id")
+        if rid is None or not _REQUEST_ID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+
+        origin = header(scope, b"origin")
+        origin_allowed = origin is not None and origin in self.allowed_origins
+        status_holder = [0]
+        response_started = False
+
+        def decorate(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+            out = [h for h in headers if h[0] not in _DROP_HEADERS]
+            out.append((b"x-request-id", rid.encode()))
+            out.extend(self.extra_headers)
+            out.append((b"vary", b"Origin"))
+            if origin_allowed:
+                out.append((b"access-control-allow-origin", origin.encode()))  # type: ignore[union-attr]
+            return out
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                message["headers"] = decorate(list(message.get("headers", [])))
+            await send(message)
+
+        async def send_error(status: int, msg: str, headers: dict[str, str] | None = None) -> None:
+            body = b'{"error":' + _json_str(msg) + b"}"
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            hdrs.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
+            await send_wrapper({"type": "http.response.start", "status": status, "headers": hdrs})
+            await send_wrapper({"type": "http.response.body", "body": body})
+
+        try:
+            if scope["method"] == "OPTIONS" and header(scope, b"access-control-request-method") is not None:
+                await self._preflight(scope, origin, origin_allowed, send_wrapper, send_error)
+                return
+
+            length = header(scope, b"content-length")
+            if length is not None:
+                if not length.isdigit():
+                    await send_error(400, "Invalid Content-Length")
+                    return
+                if int(length) > self.body_limit:
+                    await send_error(413, MESSAGES[413])
+                    return
+
+            received = 0
+            limit = self.body_limit
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge()
+                return message
+
+            await self.app(scope, limited_receive, send_wrapper)
+        except Exception as exc:  # the last line of defence: every escape becomes the error table's answer
+            status, msg, headers = classify(exc)
+            if status >= 500:
+                log.error(
+                    "unhandled error" if status == 500 else "dependency unavailable",
+                    exc_info=exc if status == 500 else None,
+                    extra={"error": type(exc).__name__, "path": scope["path"]},
+                )
+            if not response_started:
+                await send_error(status, msg, headers)
+        finally:
+            if self.access_log:
+                access.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status_holder[0],
+                        "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
+            request_id_var.reset(token)
+
+    async def _preflight(self, scope: Scope, origin: str | None, allowed: bool, send: Send, send_error: object) -> None:
+        if not allowed:
+            # Never reflect an arbitrary Origin nor allow `null` (spec README, "CORS").
+            await send_error(403, "Origin not allowed")  # type: ignore[operator]
+            return
+        headers = [
+            (b"access-control-allow-methods", CORS_METHODS),
+            (b"content-length", b"0"),
+        ]
+        requested = header(scope, b"access-control-request-headers")
+        if requested:
+            headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
+            headers.append((b"vary", b"Access-Control-Request-Headers"))
+        headers.append((b"access-control-max-age", b"600"))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _json_str(text: str) -> bytes:
+    return orjson.dumps(text)

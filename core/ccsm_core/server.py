@@ -1,0 +1,155 @@
+"""Run one app under uvicorn with the shutdown the runbook asks for (§8; contract-core §8.5).
+
+SIGTERM/SIGINT: `/ready` turns 503 at once; the listeners close (no new connections); idle keep-alive
+connections close; WebSockets get close code 1012 (uvicorn's shutdown, fix 6) so desktops reconnect to another
+task; in-flight requests finish. At `SHUTDOWN_GRACE_MS` a line reports what is still running; at
+`SHUTDOWN_FORCE_MS` what remains is cancelled and the process exits 1. A clean drain exits 0. Later signals are
+ignored, as in the old backend. A watchdog thread guarantees the exit even if a cancelled task will not die.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from ccsm_core.lifecycle import Lifecycle
+from ccsm_core.settings import Settings
+
+log = logging.getLogger("ccsm.server")
+
+# The ALB's idle timeout defaults to 60 s; an upstream that closes idle keep-alive connections first makes the
+# ALB answer 502 (AWS: "HTTP 502: target closed the connection", ALB troubleshooting guide). Stay above it.
+KEEP_ALIVE_S = 75
+WS_MAX_FRAME = 64 * 1024  # fix 6: frames capped at 64 KiB
+WS_PING_INTERVAL_S = 30.0  # contract-core §8.7: a protocol ping every 30 s; a peer silent for 30 s more is dropped
+WATCHDOG_MARGIN_S = 2.0
+
+
+class GracefulServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, settings: Settings) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.grace_s = settings.shutdown_grace_ms / 1000
+        self.force_s = settings.shutdown_force_ms / 1000
+        self.drained = True
+        self.signalled_at: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Deliberately not uvicorn's: no second-signal force quit and no re-raise of the signal after serve().
+        if self.signalled_at is not None:
+            log.info("signal ignored, shutdown already in progress", extra={"signal": signal.Signals(sig).name})
+            return
+        self.signalled_at = time.monotonic()
+        log.info("shutdown started", extra={"signal": signal.Signals(sig).name})
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._begin)
+        else:
+            self.lifecycle.shutting_down = True
+        self.should_exit = True
+        threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+
+    def _begin(self) -> None:
+        self.lifecycle.begin_shutdown()
+        assert self.loop is not None
+        self.loop.call_later(self.grace_s, self._grace_elapsed)
+
+    def _grace_elapsed(self) -> None:
+        busy = len(self.server_state.tasks)
+        if busy:
+            log.warning("grace period elapsed with requests in flight", extra={"inFlight": busy})
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
+
+    def _watchdog(self) -> None:
+        time.sleep(self.force_s + WATCHDOG_MARGIN_S)
+        log.error("forced exit: shutdown did not complete")
+        logging.shutdown()
+        os._exit(1)
+
+    async def _wait_tasks_to_complete(self) -> None:
+        self.drained = False
+        await super()._wait_tasks_to_complete()
+        self.drained = True
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        # uvicorn counts its graceful timeout from here; the force limit counts from the signal.
+        if self.signalled_at is not None:
+            remaining = self.force_s - (time.monotonic() - self.signalled_at)
+            self.config.timeout_graceful_shutdown = max(0.0, remaining)  # type: ignore[assignment]
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio" if ws else "none",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,  # the edge middleware reads X-Forwarded-For from TRUSTED_PROXIES only
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=int(settings.shutdown_force_ms / 1000),
+        ws_max_size=WS_MAX_FRAME,
+        ws_per_message_deflate=False,
+        ws_ping_interval=WS_PING_INTERVAL_S,
+        ws_ping_timeout=WS_PING_INTERVAL_S,
+    )
+
+
+def serve(app: Starlette, settings: Settings, ws: bool = False) -> int:
+    """Serve until a signal; returns the process exit code (0 clean drain, 1 forced, 3 start-up failure)."""
+    lifecycle: Lifecycle = app.state.lifecycle
+    server = GracefulServer(uvicorn_config(app, settings, ws), lifecycle, settings)
+    try:
+        server.run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not server.started:
+        return 3
+    if server.signalled_at is not None:
+        took = round((time.monotonic() - server.signalled_at) * 1000)
+        if not server.drained:
+            log.error("shutdown forced", extra={"tookMs": took})
+            return 1
+        log.info("shutdown complete", extra={"tookMs": took})
+    return 0
+
+
+def exit_with(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def run_service(name: str, create_app: Any, ws: bool = False) -> None:
+    """The `python -m <service>` entry point: settings (one clear line and exit 2 when invalid), logs, serve."""
+    from ccsm_core.logs import configure_logging
+    from ccsm_core.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(name)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(name, settings.log_level)
+    exit_with(serve(create_app(settings), settings, ws=ws))

@@ -1,0 +1,179 @@
+"""How a service is assembled: its routes, its resources (entered in the lifespan) and the shared edge.
+
+Every service's `create_app(settings=None)` calls `build_app`; the dev server calls `compose` to serve the routes
+of all three services in one process, with every service's resources entered (mounting sub-apps would skip
+their lifespans, so routes are concatenated instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from ccsm_core import lifecycle as ops
+from ccsm_core.db import Database
+from ccsm_core.errors import ApiError, classify, error_response
+from ccsm_core.events import ChangePublisher
+from ccsm_core.guard import Guard, UserStateCache
+from ccsm_core.http import EdgeMiddleware, TrustedProxies
+from ccsm_core.keyspace import Keyspace
+from ccsm_core.lifecycle import Lifecycle
+from ccsm_core.settings import Settings
+from ccsm_core.tokens import TokenService
+
+log = logging.getLogger("ccsm.service")
+
+State = dict[str, Any]
+# A resource opens in the lifespan, may read what earlier resources put in the state, and yields its own part.
+Resource = Callable[[Settings, Lifecycle, State], AbstractAsyncContextManager[State]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    routes: list[BaseRoute]
+    resources: list[Resource] = field(default_factory=list)
+    ready_checks: frozenset[str] = frozenset()  # names of the checks /ready runs ("db", "redis")
+
+
+def route(path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",)) -> Route:
+    """A route matched like Express 4 (contract-core §1.3): case-insensitive, with an optional trailing slash."""
+    r = Route(path, endpoint, methods=list(methods))
+    pattern = r.path_regex.pattern
+    assert pattern.endswith("$")
+    r.path_regex = re.compile(pattern[:-1] + "/?$", re.IGNORECASE)
+    return r
+
+
+def ops_routes() -> list[BaseRoute]:
+    return [route("/health", ops.health), route("/ready", ops.ready)]
+
+
+# --- shared resources ------------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def database(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
+    db = Database(settings)
+    await db.open()
+    lifecycle.add_check("db", db.ping)
+    try:
+        await db.ping()
+        log.info(f"Connected DB: {settings.db_host}:{settings.db_port}/{settings.db_name}")
+    except Exception as exc:
+        # Not fatal: /ready reports it and the pool reconnects when the database returns.
+        log.warning("database not reachable at start-up", extra={"error": type(exc).__name__})
+    try:
+        yield {"db": db}
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def redis(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
+    keyspace = Keyspace(settings)
+    lifecycle.add_check("redis", keyspace.ping)
+    try:
+        yield {"keyspace": keyspace}
+    finally:
+        await keyspace.close()
+
+
+@asynccontextmanager
+async def change_publisher(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
+    """Wires the database's commit hook to the db-changed publisher (needs `db` and `keyspace`)."""
+    publisher = ChangePublisher(state["keyspace"])
+    db: Database = state["db"]
+    db.on_commit(publisher.mark)
+    try:
+        yield {"publisher": publisher}
+    finally:
+        await publisher.close()
+
+
+@asynccontextmanager
+async def guard(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
+    tokens = TokenService(settings.jwt_secret, settings.jwt_secret_previous, settings.jwt_expires_seconds)
+    yield {
+        "tokens": tokens,
+        "guard": Guard(tokens, UserStateCache(state["db"]), settings.auth_required),
+        "proxies": TrustedProxies(settings.trusted_proxies),
+    }
+
+
+# --- assembly ---------------------------------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    status, message, headers = classify(exc)
+    return error_response(status, message, headers)
+
+
+def build_app(
+    settings: Settings,
+    routes: list[BaseRoute],
+    resources: Sequence[Resource],
+    ready_checks: frozenset[str] | None = None,
+    lifecycle: Lifecycle | None = None,
+    startup_lines: Sequence[str] = (),
+) -> Starlette:
+    lc = lifecycle or Lifecycle(settings.service, ready_timeout_s=settings.ready_timeout_ms / 1000)
+    lc.required = ready_checks
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        state: State = {"lifecycle": lc, "settings": settings}
+        async with AsyncExitStack() as stack:
+            for resource in resources:
+                state.update(await stack.enter_async_context(resource(settings, lc, state)))
+            if settings.use_helmet:
+                log.info("[security] Helmet enabled (USE_HELMET=true).")
+            for line in startup_lines:
+                log.info(line)
+            yield state
+            log.info("closing resources")
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(EdgeMiddleware, settings=settings)],
+        exception_handlers={HTTPException: _api_error, ApiError: _api_error},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # contract-core §1.3: no 307 on a trailing slash
+    app.state.lifecycle = lc
+    app.state.settings = settings
+    return app
+
+
+def build_service_app(spec: ServiceSpec, settings: Settings, startup_lines: Sequence[str] = ()) -> Starlette:
+    """One service on its own: its routes, then its own /health and /ready."""
+    return build_app(
+        settings,
+        spec.routes + ops_routes(),
+        spec.resources,
+        ready_checks=spec.ready_checks,
+        startup_lines=startup_lines,
+    )
+
+
+def dedupe(resources: Sequence[Resource]) -> list[Resource]:
+    seen: list[Resource] = []
+    for r in resources:
+        if r not in seen:
+            seen.append(r)
+    return seen
+
+
+def is_websocket(r: BaseRoute) -> bool:
+    return isinstance(r, WebSocketRoute)

@@ -1,0 +1,174 @@
+"""HS256 JWTs compatible with the old backend's jsonwebtoken 9 (contract-core §8.2, interop-vectors.json).
+
+Implemented on the standard library's `hmac` rather than a JOSE library: the only algorithm we may ever
+accept is HS256, and building it by hand makes that pinning structural (there is no algorithm table to
+misconfigure), keeps `sub` a JSON number as the old clients expect, and costs ~5 µs per verification on the
+hot path of every request.
+
+Rotation: new tokens carry a `kid` naming their key (derived from the secret, not revealing it). A token with
+a `kid` is checked against that key only; a token without one (the old backend's) is tried against the current
+secret, then `JWT_SECRET_PREVIOUS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import orjson
+
+MAX_TOKEN_BYTES = 8 * 1024  # a real token is ~200 bytes; anything near a header-size limit is garbage
+LEEWAY_S = 5  # clock skew allowed between tasks; the issue allows at most 30 s
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+class TokenError(Exception):
+    """Verification failed: answered 401 `Invalid or expired token` (contract-core §1.6)."""
+
+
+class TokenSubjectError(TokenError):
+    """The signature verified but `sub` is missing, 0 or not numeric: answered 401 `Invalid token`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    sub: int
+    role: int | None
+    login: str
+    iat: int | None
+    exp: int
+    kid: str | None
+
+
+def key_id(secret: str) -> str:
+    return hashlib.sha256(b"ccsm-jwt-kid:" + secret.encode()).hexdigest()[:16]
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    if not _B64URL_RE.match(text) or len(text) % 4 == 1:
+        raise TokenError("bad base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenError("bad base64url") from None
+
+
+def _sign(signing_input: bytes, secret: str) -> bytes:
+    return hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+
+
+class TokenService:
+    def __init__(self, secret: str, previous: str = "", expires_seconds: int = 8 * 3600) -> None:
+        self.secret = secret
+        self.expires_seconds = expires_seconds
+        self.keys: dict[str, str] = {}
+        if secret:
+            self.keys[key_id(secret)] = secret
+        if previous:
+            self.keys[key_id(previous)] = previous
+        self.current_kid = key_id(secret) if secret else None
+        # Tried in order for tokens without `kid`: current first, then previous.
+        self.untagged = [k for k in (secret, previous) if k]
+
+    def issue(self, user_id: int, role: int | None, login: str, now: float | None = None) -> str:
+        if not self.secret:
+            raise TokenError("no signing secret configured")
+        iat = math.floor(time.time() if now is None else now)
+        header = {"alg": "HS256", "typ": "JWT", "kid": self.current_kid}
+        payload = {"sub": user_id, "role": role, "login": login, "iat": iat, "exp": iat + self.expires_seconds}
+        signing_input = f"{_b64encode(orjson.dumps(header))}.{_b64encode(orjson.dumps(payload))}".encode()
+        return f"{signing_input.decode()}.{_b64encode(_sign(signing_input, self.secret))}"
+
+    def verify(self, token: str, now: float | None = None) -> Claims:
+        if not self.untagged:
+            raise TokenError("no verification secret configured")
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+            raise TokenError("token too large")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenError("malformed")
+        header = _json_object(_b64decode(parts[0]))
+        if header.get("alg") != "HS256":  # pins the algorithm: `none`, HS384/512, RS*/ES* are all refused
+            raise TokenError("algorithm not allowed")
+        if header.get("typ", "JWT") != "JWT" or "crit" in header:
+            raise TokenError("unsupported header")
+        signature = _b64decode(parts[2])
+        signing_input = f"{parts[0]}.{parts[1]}".encode()
+        kid = header.get("kid")
+        if kid is not None:
+            secret = self.keys.get(kid) if isinstance(kid, str) else None
+            if secret is None or not hmac.compare_digest(_sign(signing_input, secret), signature):
+                raise TokenError("bad signature")
+        elif not any(hmac.compare_digest(_sign(signing_input, s), signature) for s in self.untagged):
+            raise TokenError("bad signature")
+
+        payload = _json_object(_b64decode(parts[1]))
+        t = time.time() if now is None else now
+        exp = payload.get("exp")
+        if not _is_number(exp):
+            raise TokenError("missing exp")
+        if t >= float(exp) + LEEWAY_S:
+            raise TokenError("expired")
+        nbf = payload.get("nbf")
+        if nbf is not None and (not _is_number(nbf) or t + LEEWAY_S < float(nbf)):
+            raise TokenError("not yet valid")
+
+        sub = _positive_int(payload.get("sub"))
+        if sub is None:
+            raise TokenSubjectError("bad subject")
+        role_raw = payload.get("role")
+        role = int(role_raw) if _is_number(role_raw) and float(role_raw).is_integer() else None
+        login = payload.get("login")
+        iat = payload.get("iat")
+        return Claims(
+            sub=sub,
+            role=role,
+            login=login if isinstance(login, str) else "",
+            iat=int(iat) if _is_number(iat) else None,
+            exp=int(exp),
+            kid=kid if isinstance(kid, str) else None,
+        )
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise TokenError("bad json") from None
+    if not isinstance(value, dict):
+        raise TokenError("not an object")
+    return value
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value: object) -> int | None:
+    """`Number(sub)` as the old guard read it, limited to positive whole numbers."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,15}\s*", value):
+        value = int(value)
+    if _is_number(value) and float(value).is_integer() and value > 0:
+        return int(value)
+    return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """`Authorization: Bearer <t>`; the scheme ignores case, extra parts are ignored (contract-core §1.6)."""
+    if not authorization:
+        return None
+    parts = authorization.split()
+    if len(parts) < 2 or parts[0].lower() != "bearer":
+        return None
+    return parts[1]

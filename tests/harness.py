@@ -1,0 +1,230 @@
+"""What the tests share: settings for this run's own database and Redis prefix, the fixture data, and real
+service processes (uvicorn under `python -m <service>`) started on free loopback ports.
+
+Waiting is event-driven: a process is ready when it prints uvicorn's "Application startup complete." line, and
+a test that needs to wait for something else reads the process's log lines until they say so, with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ccsm_core import migrations
+from ccsm_core.db import connect_sync
+from ccsm_core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_SQL = (ROOT / "fixtures" / "seed.sql").read_text(encoding="utf-8")
+RUN_ID = uuid.uuid4().hex[:10]
+TEST_DB = f"ccsm_test_{RUN_ID}"
+TEST_PREFIX = f"ccsm-test-{RUN_ID}:"
+JWT_SECRET = secrets.token_urlsafe(48)
+
+# Seed credentials (fixtures/seed.sql header).
+ADMIN = {"username": "admin", "password": "Admin#2025"}
+EMPLOYEE = {"username": "mreyes", "password": "Employee#2025"}
+CUSTOMER = {"username": "pwcourt", "password": "Customer#2025"}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for this test run: its own database and Redis prefix, auth on, a strong random secret."""
+    values: dict[str, Any] = {
+        "service": "test",
+        "node_env": "local",
+        "db_host": os.environ.get("DB_HOST", "127.0.0.1"),
+        "db_port": int(os.environ.get("DB_PORT", "3306")),
+        "db_user": os.environ.get("DB_USER", "root"),
+        "db_password": os.environ.get("DB_PASSWORD", ""),
+        "db_name": TEST_DB,
+        "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "redis_prefix": TEST_PREFIX,
+        "auth_required": True,
+        "jwt_secret": JWT_SECRET,
+        "cors_origins": ("https://portal.example.com",),
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+# Settings field -> environment variable, where the name is not simply upper-cased.
+_ENV_NAMES = {
+    "db_connect_timeout_s": ("DB_CONNECT_TIMEOUT_MS", 1000),
+    "db_acquire_timeout_s": ("DB_ACQUIRE_TIMEOUT_MS", 1000),
+}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `load_settings` produce `settings` (for service subprocesses)."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in ("service", "jwt_expires_seconds"):
+            continue
+        name, scale = _ENV_NAMES.get(f.name, (f.name.upper(), 1))
+        if isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, tuple):
+            env[name] = ",".join(value)
+        elif isinstance(value, float):
+            env[name] = str(int(value * scale))
+        else:
+            env[name] = str(value)
+    return env
+
+
+def create_test_database(settings: Settings) -> None:
+    migrations.drop_database(settings, settings.db_name)
+    migrations.create_database(settings)
+    migrations.migrate(settings)
+    reseed(settings)
+
+
+def reseed(settings: Settings) -> None:
+    """Empty every table and load the seed again (tests that write start from the known data)."""
+    conn = connect_sync(settings, settings.db_name)
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'"
+        )
+        tables = [str(r[0]) for r in cur.fetchall()]
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for table in tables:
+            cur.execute(f"DELETE FROM `{table}`")  # noqa: S608 - names come from information_schema
+            cur.execute(f"ALTER TABLE `{table}` AUTO_INCREMENT = 1")
+        cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+    finally:
+        conn.close()
+    migrations.load_script(settings, SEED_SQL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """A service run as a real process: `python -m <module>` with the environment of `settings`."""
+
+    def __init__(
+        self,
+        module: str,
+        settings: Settings,
+        extra_env: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.module = module
+        self.port = port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "JWT_", "REDIS_"))}
+        env.update(settings_env(settings))
+        env.update({"PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=str(ROOT / "tests"),  # no stray .env files are read from here
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(self, text: str, timeout: float = 15.0) -> str:
+        """Block until a log line containing `text` appears (lines already seen count)."""
+        for line in self.lines:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.module}: no line containing {text!r}; last lines: {self.lines[-15:]}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError(f"{self.module} exited ({self.proc.poll()}) before {text!r}: {self.lines[-15:]}")
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def wait_started(self, timeout: float = 20.0) -> ServiceProcess:
+        self.wait_for_line("Application startup complete", timeout)
+        return self
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.lines:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                events.append(orjson.loads(line))
+        return events
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 40.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout=5)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return code
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                return self.wait_exit(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+@contextlib.contextmanager
+def running(module: str, settings: Settings, extra_env: Mapping[str, str] | None = None) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(module, settings, extra_env).wait_started()
+    try:
+        yield proc
+    finally:
+        proc.stop()
