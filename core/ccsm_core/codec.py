@@ -14,10 +14,12 @@ import decimal
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ccsm_core.errors import ApiError
 
-__all__ = ["dumps", "iso_utc", "loads_body"]
+__all__ = ["dumps", "iso_utc", "json_response", "loads_body", "read_json", "read_object"]
 
 
 def iso_utc(value: dt.datetime | dt.date) -> str:
@@ -68,3 +70,21 @@ def loads_body(raw: bytes, content_type: str | None) -> Any:
     if not isinstance(value, dict | list):
         raise ApiError(400, "Invalid JSON body")
     return value
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded once, with the old backend's value encodings."""
+    return Response(dumps(data), status_code=status, headers=headers, media_type="application/json")
+
+
+async def read_json(request: Request) -> Any:
+    """The request body parsed like `express.json()` (see `loads_body`); the edge middleware caps its size."""
+    return loads_body(await request.body(), request.headers.get("content-type"))
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """A body that must be a JSON object (every body in the contract is one); an array is a 400."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return body
