@@ -92,7 +92,9 @@ def normalize_string(value: Any) -> str:
 
 def to_flag(value: Any) -> int:
     """`toFlag`: 1 only for true, "true", 1, "1"; everything else 0."""
-    return 1 if value is True or value == "true" or (type(value) is int and value == 1) or value == "1" else 0
+    if value is True or value == "true" or value == "1":
+        return 1
+    return 1 if isinstance(value, int | float) and not isinstance(value, bool) and value == 1 else 0
 
 
 def query_value(request: Request, name: str) -> str | None:
