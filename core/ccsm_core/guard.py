@@ -9,6 +9,7 @@ Concurrent misses for one user share one query.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from ccsm_core.db import Database
 from ccsm_core.errors import ApiError
+from ccsm_core.keyspace import Keyspace
 from ccsm_core.tokens import TokenError, TokenService, TokenSubjectError, bearer_token
 
 ADMIN = 1
@@ -25,6 +27,7 @@ ADMIN_ONLY = frozenset({ADMIN})
 STAFF = frozenset({ADMIN, EMPLOYEE})
 
 REVOCATION_TTL_S = 30.0
+log = logging.getLogger("ccsm.guard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +127,12 @@ class Guard:
 def guard_of(conn: HTTPConnection) -> Guard:
     guard: Guard = conn.state.guard
     return guard
+
+
+async def publish_revocation(keyspace: Keyspace, user_id: int) -> None:
+    """Tell every process that `user_id` was deactivated, deleted or had its role changed: guards drop their
+    cached state for it and gateways close its sockets (4401). Best effort: the 30 s cache bounds it anyway."""
+    try:
+        await keyspace.client.publish(keyspace.revocations_channel, str(user_id))
+    except Exception as exc:
+        log.warning("revocation publish failed", extra={"userId": user_id, "error": type(exc).__name__})
