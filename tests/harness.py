@@ -1,7 +1,7 @@
 """What the tests share: settings for this run's own database and Redis prefix, the fixture data, and real
 service processes (uvicorn under `python -m <service>`) started on free loopback ports.
 
-Waiting is event-driven: a process is ready when it prints uvicorn's "Application startup complete." line, and
+Waiting is event-driven: a process is ready when uvicorn prints "Uvicorn running on" (lifespan done, socket bound);
 a test that needs to wait for something else reads the process's log lines until they say so, with a deadline.
 """
 
@@ -186,7 +186,7 @@ class ServiceProcess:
                 return line
 
     def wait_started(self, timeout: float = 20.0) -> ServiceProcess:
-        self.wait_for_line("Application startup complete", timeout)
+        self.wait_for_line("Uvicorn running on", timeout)  # printed once the socket is bound
         return self
 
     def log_events(self) -> list[dict[str, Any]]:
@@ -202,6 +202,8 @@ class ServiceProcess:
     def wait_exit(self, timeout: float = 40.0) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         while True:
             try:
                 line = self._queue.get_nowait()
@@ -218,7 +220,10 @@ class ServiceProcess:
                 return self.wait_exit(40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return self.proc.wait()
+        code = self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
 
 
 @contextlib.contextmanager

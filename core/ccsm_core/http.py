@@ -8,6 +8,8 @@ handler lets escape (no stack trace ever leaves the process), and one JSON acces
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -175,6 +177,12 @@ class EdgeMiddleware:
                 return message
 
             await self.app(scope, limited_receive, send_wrapper)
+        except asyncio.CancelledError:
+            # Cancelled at the shutdown force limit: say so in the error table's words, then let it unwind.
+            if not response_started:
+                with contextlib.suppress(Exception):
+                    await send_error(503, MESSAGES[503], {"connection": "close"})
+            raise
         except Exception as exc:  # the last line of defence: every escape becomes the error table's answer
             status, msg, headers = classify(exc)
             if status >= 500:
