@@ -7,6 +7,7 @@ first run it writes an untracked `.env.local` with a random JWT_SECRET so the we
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def ensure_local_env(path: Path) -> None:
-    if path.exists():
+    if path.exists() or os.environ.get("JWT_SECRET"):
         return
     path.write_text(
         "# Written by `make run` on first start; untracked. Local development only.\n"
