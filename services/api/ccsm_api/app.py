@@ -5,14 +5,35 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from ccsm_api import customers, items, jira, lookups, users
 from ccsm_core import service
 from ccsm_core.routing import API
-from ccsm_core.service import ServiceSpec
+from ccsm_core.service import ServiceSpec, route
 from ccsm_core.settings import Settings, load_settings
 
 
 def routes() -> list[BaseRoute]:
-    return []
+    return [
+        # users, customers, lookups, items (contract-core §4-§7); the fixed paths come before the `:id` ones
+        route("/api/users", users.list_users),
+        route("/api/users/roles", users.list_roles),
+        route("/api/users", users.create_user, ["POST"]),
+        route("/api/users/{id}", users.update_user, ["PUT"]),
+        route("/api/users/{id}", users.delete_user, ["DELETE"]),
+        route("/api/customers", customers.list_customers),
+        route("/api/customers", customers.create_customer, ["POST"]),
+        route("/api/customers/{id}", customers.update_customer, ["PUT"]),
+        route("/api/customers/{id}", customers.delete_customer, ["DELETE"]),
+        route("/api/lookups/project-form", lookups.project_form),
+        route("/api/lookups/task-data-definitions", lookups.list_definitions),
+        route("/api/lookups/task-data-definitions", lookups.create_definition, ["POST"]),
+        route("/api/lookups/task-categories", lookups.task_categories),
+        route("/api/lookups/item-categories", lookups.item_categories),
+        route("/api/items/status-summary", items.status_summary),
+        route("/api/items/jira-sync", jira.jira_sync, ["POST"]),
+        route("/api/items", items.list_items),
+        route("/api/items", items.create_items, ["POST"]),
+    ]
 
 
 def spec(settings: Settings) -> ServiceSpec:
