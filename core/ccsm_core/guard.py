@@ -3,14 +3,17 @@
 The token is verified locally with the shared secret (no call to another service). Then the user's current
 `is_active` and `system_role` are read from the database, cached in-process for at most `ttl_s` (30 s, fix 3 of
 the spec): a deactivated, deleted or demoted user loses access within that window rather than at token expiry.
-Concurrent misses for one user share one query.
+Concurrent misses for one user share one query. `RevocationListener` shortens the window to the time a Redis
+message takes: `publish_revocation` (api, on deactivate/delete/re-role) makes every process forget that user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
@@ -56,40 +59,55 @@ async def _load_user_state(db: Database, user_id: int) -> UserState | None:
 
 
 class UserStateCache:
-    """`user id -> (is_active, role)` for at most `ttl_s`; single flight per user on a miss."""
+    """`user id -> (is_active, role)` for at most `ttl_s`; single flight per user on a miss.
 
-    def __init__(self, db: Database, ttl_s: float = REVOCATION_TTL_S) -> None:
+    The query for a miss runs in its own task that every concurrent caller awaits through `shield`: a caller
+    that is cancelled (its client went away) neither cancels the query for the others nor hands them its
+    CancelledError. A failed query is not cached, so the next request tries again.
+    """
+
+    def __init__(self, db: Database, ttl_s: float = REVOCATION_TTL_S, max_entries: int = 50_000) -> None:
         self.db = db
         self.ttl_s = ttl_s
+        self.max_entries = max_entries
         self._entries: dict[int, tuple[float, UserState | None]] = {}
-        self._inflight: dict[int, asyncio.Future[UserState | None]] = {}
+        self._inflight: dict[int, asyncio.Task[UserState | None]] = {}
+        self._generation = 0
 
     def forget(self, user_id: int) -> None:
         self._entries.pop(user_id, None)
+        # A query already in flight may have read the row before the change: its answer must not be cached.
+        if user_id in self._inflight:
+            self._generation += 1
 
-    async def get(self, user_id: int) -> UserState | None:
-        now = time.monotonic()
-        hit = self._entries.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        pending = self._inflight.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[UserState | None] = asyncio.get_running_loop().create_future()
-        self._inflight[user_id] = fut
+    def clear(self) -> None:
+        self._entries.clear()
+        self._generation += 1
+
+    async def _load(self, user_id: int) -> UserState | None:
+        generation = self._generation
+        started = time.monotonic()
         try:
             state = await _load_user_state(self.db, user_id)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved here so a future without waiters does not log
-            raise
         finally:
             self._inflight.pop(user_id, None)
-        if len(self._entries) > 50_000:
-            self._entries.clear()
-        self._entries[user_id] = (now + self.ttl_s, state)
-        fut.set_result(state)
+        if generation == self._generation:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[user_id] = (started + self.ttl_s, state)
         return state
+
+    async def get(self, user_id: int) -> UserState | None:
+        hit = self._entries.get(user_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        task = self._inflight.get(user_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(user_id))
+            # Retrieve a failure even when every waiter has gone, so asyncio never logs it as unhandled.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._inflight[user_id] = task
+        return await asyncio.shield(task)
 
 
 class Guard:
@@ -136,3 +154,74 @@ async def publish_revocation(keyspace: Keyspace, user_id: int) -> None:
         await keyspace.client.publish(keyspace.revocations_channel, str(user_id))
     except Exception as exc:
         log.warning("revocation publish failed", extra={"userId": user_id, "error": type(exc).__name__})
+
+
+RevokedCallback = Callable[[int], None]
+
+
+class RevocationListener:
+    """One subscription per process to the revocations channel: each message drops that user's cached state at
+    once, so a deactivation reaches every task in milliseconds rather than at the end of the 30 s window.
+
+    The cache window stays the guarantee: while Redis is unreachable the listener retries with back-off, and
+    after every (re)subscription it clears the whole cache, because messages published while it was not
+    subscribed are lost. Callbacks (`on_revoked`, e.g. a gateway closing that user's sockets) run on the
+    event loop and must not block.
+    """
+
+    def __init__(self, keyspace: Keyspace, cache: UserStateCache) -> None:
+        self.keyspace = keyspace
+        self.cache = cache
+        self.callbacks: list[RevokedCallback] = []
+        self.subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def on_revoked(self, callback: RevokedCallback) -> None:
+        self.callbacks.append(callback)
+
+    def _handle(self, data: object) -> None:
+        try:
+            user_id = int(data.decode() if isinstance(data, bytes) else str(data))
+        except ValueError:
+            log.warning("revocation message ignored: not a user id")
+            return
+        self.cache.forget(user_id)
+        for callback in self.callbacks:
+            try:
+                callback(user_id)
+            except Exception:
+                log.exception("revocation callback failed")
+
+    async def _run(self) -> None:
+        backoff = 0.25
+        while True:
+            try:
+                async with self.keyspace.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.keyspace.revocations_channel)
+                    self.cache.clear()
+                    self.subscribed.set()
+                    backoff = 0.25
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._handle(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.subscribed.clear()
+                log.warning(
+                    "revocation subscription lost; retrying",
+                    extra={"error": type(exc).__name__, "retryInS": backoff},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def __aenter__(self) -> RevocationListener:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

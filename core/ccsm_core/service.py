@@ -7,6 +7,7 @@ their lifespans, so routes are concatenated instead).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,7 +26,7 @@ from ccsm_core import lifecycle as ops
 from ccsm_core.db import Database
 from ccsm_core.errors import ApiError, classify, error_response
 from ccsm_core.events import ChangePublisher
-from ccsm_core.guard import Guard, UserStateCache
+from ccsm_core.guard import Guard, RevocationListener, UserStateCache
 from ccsm_core.http import EdgeMiddleware, TrustedProxies
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.lifecycle import Lifecycle
@@ -105,11 +106,15 @@ async def change_publisher(settings: Settings, lifecycle: Lifecycle, state: Stat
 @asynccontextmanager
 async def guard(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
     tokens = TokenService(settings.jwt_secret, settings.jwt_secret_previous, settings.jwt_expires_seconds)
-    yield {
-        "tokens": tokens,
-        "guard": Guard(tokens, UserStateCache(state["db"]), settings.auth_required),
-        "proxies": TrustedProxies(settings.trusted_proxies),
-    }
+    users = UserStateCache(state["db"])
+    listening = settings.auth_required and "keyspace" in state  # revocations reach this process at once
+    async with RevocationListener(state["keyspace"], users) if listening else contextlib.nullcontext() as listener:
+        yield {
+            "tokens": tokens,
+            "guard": Guard(tokens, users, settings.auth_required),
+            "proxies": TrustedProxies(settings.trusted_proxies),
+            "revocations": listener,
+        }
 
 
 # --- assembly ---------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import orjson
 
 MAX_TOKEN_BYTES = 8 * 1024  # a real token is ~200 bytes; anything near a header-size limit is garbage
 LEEWAY_S = 5  # clock skew allowed between tasks; the issue allows at most 30 s
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class TokenError(Exception):
@@ -56,7 +56,8 @@ def _b64encode(raw: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    if not _B64URL_RE.match(text) or len(text) % 4 == 1:
+    # fullmatch, not match: `$` would let a trailing newline through, and b64decode would then ignore it.
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
         raise TokenError("bad base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -66,6 +67,11 @@ def _b64decode(text: str) -> bytes:
 
 def _sign(signing_input: bytes, secret: str) -> bytes:
     return hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+
+
+def _signature(signing_input: bytes, secret: str) -> bytes:
+    """The base64url text of the HS256 signature, as it appears in a token."""
+    return _b64encode(_sign(signing_input, secret)).encode("ascii")
 
 
 class TokenService:
@@ -103,14 +109,18 @@ class TokenService:
             raise TokenError("algorithm not allowed")
         if header.get("typ", "JWT") != "JWT" or "crit" in header:
             raise TokenError("unsupported header")
-        signature = _b64decode(parts[2])
+        if not _B64URL_RE.fullmatch(parts[2]):
+            raise TokenError("bad signature encoding")
+        # The encoded signature is compared, as jws does: a non-canonical spelling of the right bytes (other
+        # trailing bits in the last character) is a different token and is refused.
+        signature = parts[2].encode("ascii")
         signing_input = f"{parts[0]}.{parts[1]}".encode()
         kid = header.get("kid")
         if kid is not None:
             secret = self.keys.get(kid) if isinstance(kid, str) else None
-            if secret is None or not hmac.compare_digest(_sign(signing_input, secret), signature):
+            if secret is None or not hmac.compare_digest(_signature(signing_input, secret), signature):
                 raise TokenError("bad signature")
-        elif not any(hmac.compare_digest(_sign(signing_input, s), signature) for s in self.untagged):
+        elif not any(hmac.compare_digest(_signature(signing_input, s), signature) for s in self.untagged):
             raise TokenError("bad signature")
 
         payload = _json_object(_b64decode(parts[1]))
