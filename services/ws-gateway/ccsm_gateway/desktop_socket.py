@@ -1,0 +1,137 @@
+"""`WS /ws/desktop`: the old backend's desktop protocol (contract-core §8.7) with the spec's fixes (README fix 6).
+
+A raw ASGI endpoint (no per-connection WebSocket wrapper object: a desktop socket spends its life idle, so what it
+holds is what counts). Per connection:
+
+- Origin, when present, must be in the CORS allow-list, otherwise the upgrade is refused (403): the upgrade
+  bypasses CORS, so a web page on another origin could otherwise open a socket with a user's token.
+- With auth on, the Bearer token of the upgrade request is verified; a missing, invalid or expired one is
+  answered by accepting the upgrade and closing with 4401 (the desktop stops reconnecting on 4401/4403, where
+  the old backend's bare HTTP 401 made it retry for ever). The socket also closes with 4401 when the token
+  expires, or when a revocation for its user arrives on Redis (deactivated, deleted or demoted user).
+- First frame `connected`; `identify` -> `identified` (a userId other than the token's: `ok:false` then close
+  4403); `ping` -> `pong`; `subscribe` -> `subscribed`; anything else, including non-JSON, is ignored.
+- Every `db-changed` event reaches every open socket through the hub.
+- Protocol pings (30 s, dead peers dropped), the 64 KiB frame cap, no compression and the 1012 close at
+  shutdown are the server's (ccsm_core.server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from ccsm_core.http import header
+from ccsm_core.params import positive_number
+from ccsm_core.settings import Settings
+from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
+from ccsm_gateway.hub import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Hub, Outbox, frame
+
+ENDPOINT = "/ws/desktop"
+log = logging.getLogger("ccsm.gateway")
+
+
+class DesktopSocket:
+    """The ASGI app behind the `/ws/desktop` route; its state comes from the lifespan (`hub`, `tokens`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["state"]
+        hub: Hub = state["hub"]
+        settings: Settings = state["settings"]
+        tokens: TokenService = state["tokens"]
+
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+
+        origin = header(scope, b"origin")
+        if origin is not None and origin not in settings.cors_origins:
+            log.warning("websocket refused: origin not allowed", extra={"origin": origin[:200]})
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+
+        auth_user: int | None = None
+        expires_at: float | None = None
+        if settings.auth_required:
+            token = bearer_token(header(scope, b"authorization"))
+            try:
+                if token is None:
+                    raise TokenError("missing bearer token")
+                claims = tokens.verify(token)
+            except TokenError:
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": "Unauthorized"})
+                return
+            auth_user = claims.sub
+            expires_at = claims.exp + LEEWAY_S  # the instant `verify` starts refusing it
+
+        await send({"type": "websocket.accept"})
+        box = hub.outbox(send)
+        expiry: asyncio.TimerHandle | None = None
+        try:
+            if auth_user is not None:
+                hub.bind_user(box, auth_user)
+            box.text(frame(type="connected", endpoint=ENDPOINT))
+            if expires_at is not None:
+                loop = asyncio.get_running_loop()
+                expiry = loop.call_at(loop.time() + max(0.0, expires_at - time.time()), _expire, box)
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    if not box.closing:
+                        on_message(hub, box, auth_user, settings, message)
+                elif kind == "websocket.disconnect":
+                    return
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            hub.discard(box)
+
+
+def _expire(box: Outbox) -> None:
+    log.info("socket closed: token expired", extra={"userId": box.user_id})
+    box.close(CLOSE_UNAUTHORIZED, "Token expired")
+
+
+def parse(message: Message) -> dict[str, Any] | None:
+    raw = message.get("text")
+    if raw is None:
+        raw = message.get("bytes")
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # the old backend's {type:'text'}: ignored
+    return value if isinstance(value, dict) else None
+
+
+def on_message(hub: Hub, box: Outbox, auth_user: int | None, settings: Settings, message: Message) -> None:
+    msg = parse(message)
+    if msg is None:
+        return
+    kind = msg.get("type")
+    if kind == "ping":
+        box.text(frame(type="pong"))
+    elif kind == "subscribe":
+        box.text(frame(type="subscribed", ok=True))
+    elif kind == "identify":
+        user = positive_number(msg.get("userId"))  # Number(userId), finite and > 0, else nothing happens
+        if not user:
+            return
+        user_id: int | float = int(user) if user.is_integer() and math.isfinite(user) else user
+        if auth_user is not None and user_id != auth_user:
+            log.warning("identify refused: not the token's user", extra={"userId": auth_user})
+            box.text(frame(type="identified", ok=False, error="Forbidden"))
+            box.close(CLOSE_FORBIDDEN, "Forbidden")
+            return
+        if auth_user is None and isinstance(user_id, int):
+            hub.bind_user(box, user_id)  # auth off (local only): revocations follow the identified user
+        box.text(frame(type="identified", ok=True, userId=user_id))

@@ -1,0 +1,305 @@
+"""One Redis subscription per process, fanned out to every `/ws/desktop` socket of the process.
+
+The subscription carries two channels: `db-changed` events (forwarded verbatim as text frames to every open
+socket, identified or not, contract-core §8.7) and revocations (a user id: that user's sockets close with 4401).
+
+Publishing never awaits a client. Each socket has an `Outbox`: a frame is handed to the server's ASGI `send` at
+once, and in the common case (the transport is writable) that coroutine finishes without suspending, so it is
+driven inline with no task at all. Only when the server's transport is paused (the peer is not reading) does the
+send continue in a task of its own, and later frames queue behind it in a bounded deque; a socket whose deque
+overflows is closed with 1013 (try again later) and dropped from the fan-out, so it cannot slow the others.
+
+When the subscription breaks (Redis restarted, the connection killed) it is re-established with back-off, and
+every socket then receives `db-changed` with reason `resync`: it may have missed events in the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from ccsm_core.keyspace import Keyspace
+from ccsm_core.settings import Settings
+
+log = logging.getLogger("ccsm.gateway")
+
+Message = dict[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+QUEUE_LIMIT = 64  # frames waiting behind a blocked send; the publisher emits at most ~7 events/s per api task
+RESUBSCRIBE_START_S = 0.1
+RESUBSCRIBE_MAX_S = 5.0
+POLL_TIMEOUT_S = 1.0
+
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def frame(**fields: Any) -> str:
+    """A server message with `ts` last, key order as the old backend wrote them (contract-core §8.7)."""
+    fields["ts"] = now_ms()
+    return orjson.dumps(fields).decode()
+
+
+def resync_frame() -> str:
+    return frame(type="db-changed", reason="resync")
+
+
+class Outbox:
+    """What a socket still has to send; see the module docstring. Never awaited by the publisher."""
+
+    __slots__ = ("_pending", "_task", "closing", "dropped", "hub", "limit", "send", "user_id")
+
+    def __init__(self, send: Send, hub: Hub, limit: int = QUEUE_LIMIT) -> None:
+        self.send = send
+        self.hub = hub
+        self.limit = limit
+        self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
+        self.closing = False
+        self.dropped = False
+        self._pending: deque[Message] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def text(self, text: str) -> bool:
+        return self._offer({"type": "websocket.send", "text": text})
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Queue a close frame after what is already queued; nothing is sent after it."""
+        if self.closing:
+            return
+        self._offer({"type": "websocket.close", "code": code, "reason": reason})
+        self.closing = True
+        self.hub.discard(self)
+
+    def _offer(self, message: Message) -> bool:
+        if self.closing:
+            return False
+        if self._task is not None:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = deque()
+            if len(pending) >= self.limit:
+                self._overflow()
+                return False
+            pending.append(message)
+            return True
+        self._start(message)
+        return True
+
+    def _overflow(self) -> None:
+        log.warning("slow client closed (1013)", extra={"queued": self.limit, "userId": self.user_id})
+        self.hub.slow_closed += 1
+        if self._pending is not None:
+            self._pending.clear()
+        self.close(CLOSE_TRY_AGAIN_LATER, "Client too slow")
+
+    def _start(self, message: Message) -> None:
+        awaitable = self.send(message)
+        if not isinstance(awaitable, Coroutine):  # not uvicorn's or Starlette's: let a task drive it
+            self._task = asyncio.get_running_loop().create_task(self._finish(awaitable, None))
+            return
+        try:
+            yielded = awaitable.send(None)
+        except StopIteration:
+            return  # written without suspending: the usual case
+        except Exception:
+            self._gone()
+            return
+        self._task = asyncio.get_running_loop().create_task(self._finish(awaitable, yielded))
+
+    async def _finish(self, awaitable: Awaitable[None], yielded: Any) -> None:
+        """Drive a send that suspended (the transport is paused), then everything queued behind it."""
+        try:
+            if isinstance(awaitable, Coroutine):
+                await _resume(awaitable, yielded)
+            else:
+                await awaitable
+            while self._pending:
+                await self.send(self._pending.popleft())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._gone()
+        finally:
+            self._task = None
+
+    def _gone(self) -> None:
+        """The peer disconnected under a send: stop sending; the socket's own task tidies up."""
+        self.closing = True
+        if self._pending is not None:
+            self._pending.clear()
+        self.hub.discard(self)
+
+
+async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    """Finish a coroutine that was started by hand and suspended on `yielded`, as a Task would: wait for what it
+    yielded (a future, or None for a bare yield), then resume it, until it returns. Its own errors propagate."""
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                await yielded
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if yielded is None or (task is not None and task.cancelling()):
+                coro.close()  # this task itself was cancelled (loop shutdown)
+                raise
+        except Exception:  # noqa: S110 - the future failed: resuming the coroutine re-raises it in its own frame
+            pass
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+
+
+class Hub:
+    def __init__(self, settings: Settings, keyspace: Keyspace, queue_limit: int = QUEUE_LIMIT) -> None:
+        self.settings = settings
+        self.keyspace = keyspace
+        self.queue_limit = queue_limit
+        self.clients: set[Outbox] = set()
+        self.by_user: dict[int, set[Outbox]] = {}
+        self.subscribed = asyncio.Event()
+        self.subscriptions = 0  # how many times the subscription was (re)established
+        self.slow_closed = 0
+        self.delivered = 0
+        # Named so an operator (or a test) can find this connection: CLIENT LIST TYPE pubsub.
+        self.client_name = f"{keyspace.prefix}ws-gateway:{os.getpid()}".replace(" ", "_")
+        self._redis: aioredis.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- sockets ------------------------------------------------------------------------------------------------
+
+    def outbox(self, send: Send) -> Outbox:
+        box = Outbox(send, self, self.queue_limit)
+        self.clients.add(box)
+        return box
+
+    def bind_user(self, box: Outbox, user_id: int) -> None:
+        if box.user_id == user_id:
+            return
+        self._unbind(box)
+        box.user_id = user_id
+        self.by_user.setdefault(user_id, set()).add(box)
+
+    def _unbind(self, box: Outbox) -> None:
+        if box.user_id is None:
+            return
+        group = self.by_user.get(box.user_id)
+        if group is not None:
+            group.discard(box)
+            if not group:
+                del self.by_user[box.user_id]
+
+    def discard(self, box: Outbox) -> None:
+        self.clients.discard(box)
+        self._unbind(box)
+
+    def broadcast(self, text: str) -> int:
+        """Hand `text` to every open socket; returns how many took it. Never awaits."""
+        sent = 0
+        for box in list(self.clients):
+            if box.text(text):
+                sent += 1
+        self.delivered += sent
+        return sent
+
+    def revoke(self, user_id: int) -> int:
+        group = list(self.by_user.get(user_id, ()))
+        for box in group:
+            box.close(CLOSE_UNAUTHORIZED, "Unauthorized")
+        if group:
+            log.info("sockets closed after revocation", extra={"userId": user_id, "sockets": len(group)})
+        return len(group)
+
+    # --- the subscription ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._redis = aioredis.Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=10,
+            client_name=self.client_name,
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _run(self) -> None:
+        assert self._redis is not None
+        backoff = RESUBSCRIBE_START_S
+        channels = (self.keyspace.db_changed_channel, self.keyspace.revocations_channel)
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                self.subscriptions += 1
+                self.subscribed.set()
+                if self.subscriptions > 1:
+                    sent = self.broadcast(resync_frame())
+                    log.info("subscription re-established; clients told to resync", extra={"clients": sent})
+                else:
+                    log.info("subscribed to db-changed", extra={"channel": channels[0]})
+                backoff = RESUBSCRIBE_START_S
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_TIMEOUT_S)
+                    if message is not None:
+                        self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.subscribed.is_set():
+                    log.warning("subscription lost; resubscribing", extra={"error": type(exc).__name__})
+                self.subscribed.clear()
+                # Count the gap even when the first attempt failed: clients connected meanwhile get a resync.
+                self.subscriptions = max(self.subscriptions, 1)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        channel = message.get("channel")
+        data = message.get("data")
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if not isinstance(data, bytes):
+            return
+        if channel == self.keyspace.db_changed_channel:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                log.warning("db-changed payload is not UTF-8; ignored")
+                return
+            self.broadcast(text)
+        elif channel == self.keyspace.revocations_channel:
+            try:
+                user_id = int(data)
+            except ValueError:
+                return
+            self.revoke(user_id)
