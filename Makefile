@@ -26,7 +26,7 @@ lint: sync
 	@$(RUN) ruff format --check .
 
 typecheck: sync
-	@$(RUN) mypy core services devserver.py
+	@$(RUN) mypy core services devserver.py ops
 
 pytest: sync
 	@$(RUN) pytest $(PYTEST_ARGS)
@@ -39,3 +39,6 @@ seed: sync  ## load the dev fixture into an empty database
 
 audit: sync  ## the effective configuration, secrets redacted
 	@$(RUN) python -m ccsm_core config audit
+
+smoke: sync  ## the runbook's post-deploy checks: make smoke BASE_URL=https://... (SMOKE_USERNAME/PASSWORD/AUTHCODE in env)
+	@$(RUN) python -m ops.smoke --base-url "$(or $(BASE_URL),http://127.0.0.1:4000)"
