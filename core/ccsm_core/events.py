@@ -38,6 +38,7 @@ class ChangePublisher:
         self.keyspace = keyspace
         self.window_s = window_s
         self._reason: str | None = None
+        self._marks = 0  # bumped by every mark: a change during a publish is seen even with the same reason
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.published = 0
@@ -46,6 +47,7 @@ class ChangePublisher:
     def mark(self, reason: str) -> None:
         """Called by the commit hook; cheap and synchronous."""
         self._reason = reason
+        self._marks += 1
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
@@ -55,6 +57,7 @@ class ChangePublisher:
             await asyncio.sleep(self.window_s)
             while self._reason is not None:
                 reason = self._reason
+                marks = self._marks
                 frame = db_changed_frame(reason)
                 try:
                     await self.keyspace.client.publish(self.keyspace.db_changed_channel, frame)
@@ -70,7 +73,10 @@ class ChangePublisher:
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
                 self.published += 1
-                if self._reason == reason:
+                if backoff > BACKOFF_START_S:
+                    log.info("db-changed published after Redis returned", extra={"reason": reason})
+                    backoff = BACKOFF_START_S
+                if self._marks == marks:
                     self._reason = None
                 else:
                     # changed again while publishing: a new window for it
