@@ -107,13 +107,20 @@ class TcpProxy:
         self.mode = "up"
 
     def close(self) -> None:
-        def stop() -> None:
+        async def stop() -> None:
             self._drop_all()
             if self._server is not None:
                 self._server.close()
-            self._loop.stop()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
 
-        self._loop.call_soon_threadsafe(stop)
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
 

@@ -136,7 +136,8 @@ class ServiceProcess:
         self.port = port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "JWT_", "REDIS_"))}
         env.update(settings_env(settings))
-        env.update({"PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
+        # info level: readiness is read from uvicorn's "Uvicorn running on" line
+        env.update({"PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module],
