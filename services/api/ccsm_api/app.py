@@ -6,6 +6,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from ccsm_api import customers, items, jira, lookups, users
+from ccsm_api.openapi import openapi_json
 from ccsm_core import service
 from ccsm_core.routing import API
 from ccsm_core.service import ServiceSpec, route
@@ -14,6 +15,7 @@ from ccsm_core.settings import Settings, load_settings
 
 def routes() -> list[BaseRoute]:
     return [
+        route("/api/openapi.json", openapi_json),  # the OpenAPI 3.1 document of every /api route (no auth)
         # users, customers, lookups, items (contract-core §4-§7); the fixed paths come before the `:id` ones
         route("/api/users", users.list_users),
         route("/api/users/roles", users.list_roles),
