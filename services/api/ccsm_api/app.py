@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from ccsm_api import customers, items, jira, lookups, users
+from ccsm_api import customers, desktop, items, jira, lookups, projects, time_tracking, users
+from ccsm_api.bootstrap import CommitBarrier, bootstrap_cache
 from ccsm_api.openapi import openapi_json
 from ccsm_core import service
 from ccsm_core.routing import API
@@ -35,6 +36,10 @@ def routes() -> list[BaseRoute]:
         route("/api/items/jira-sync", jira.jira_sync, ["POST"]),
         route("/api/items", items.list_items),
         route("/api/items", items.create_items, ["POST"]),
+        # projects, time tracking and the desktop facade (contract-work §2-§4; D1 is the auth service's)
+        *projects.routes(),
+        *time_tracking.routes(),
+        *desktop.routes(),
     ]
 
 
@@ -43,12 +48,14 @@ def spec(settings: Settings) -> ServiceSpec:
         name=API,
         routes=routes(),
         ready_checks=frozenset({"db"}),
-        resources=[service.database, service.redis, service.change_publisher, service.guard],
+        resources=[service.database, service.redis, service.change_publisher, service.guard, bootstrap_cache],
     )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings(API)
-    return service.build_service_app(
+    app = service.build_service_app(
         spec(settings), settings, startup_lines=[f"API HTTP server running on port {settings.port}"]
     )
+    app.add_middleware(CommitBarrier)  # bumps the shared bootstrap data version before a write's response
+    return app
