@@ -11,6 +11,7 @@ has (`PUT /api/projects/:id/jira`); the UPDATE matches the row, commits, and eve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ class Smoke:
     token: str | None = None
     ws: ClientConnection | None = None
     client: httpx.Client = field(init=False)
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
@@ -96,7 +98,9 @@ class Smoke:
         return f"user id={(user or {}).get('id', '?')}"
 
     def ws_connected(self) -> str:
-        self.ws = connect(self.ws_url(), additional_headers=self.auth(), open_timeout=self.timeout_s)
+        self.ws = self.stack.enter_context(
+            connect(self.ws_url(), additional_headers=self.auth(), open_timeout=self.timeout_s)
+        )
         frame = json.loads(self.ws.recv(timeout=self.timeout_s))
         assert frame.get("type") == "connected", frame
         return f"endpoint={frame.get('endpoint')}"
@@ -149,8 +153,7 @@ class Smoke:
             for name, fn in checks:
                 self.check(name, fn)
         finally:
-            if self.ws is not None:
-                self.ws.close()
+            self.stack.close()
             self.client.close()
         failed = [r for r in self.results if not r[1]]
         print(f"smoke: {len(self.results) - len(failed)} passed, {len(failed)} failed", flush=True)

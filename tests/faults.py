@@ -23,6 +23,8 @@ class TcpProxy:
         self.mode = "up"
         self.delay_s = 0.0
         self.connections_accepted = 0
+        self.chunks_up = 0  # client -> target writes forwarded (≈ queries/commands sent)
+        self._progress = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -65,6 +67,10 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool) -> None:
             with contextlib.suppress(Exception):  # a reset on either side just ends this direction
                 while data := await src.read(65536):
+                    if not slow:
+                        with self._progress:
+                            self.chunks_up += 1
+                            self._progress.notify_all()
                     if slow and self.delay_s:
                         await asyncio.sleep(self.delay_s)  # injected latency, the fault under test
                     dst.write(data)
@@ -75,6 +81,12 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
+
+    def wait_for_chunks_up(self, count: int, timeout: float = 10.0) -> None:
+        """Block until `count` client->target writes have been forwarded in total (requests on the wire)."""
+        with self._progress:
+            if not self._progress.wait_for(lambda: self.chunks_up >= count, timeout):
+                raise TimeoutError(f"only {self.chunks_up} chunks forwarded, wanted {count}")
 
     def _call(self, fn: object) -> None:
         done = threading.Event()
