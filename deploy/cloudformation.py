@@ -1,0 +1,773 @@
+"""The alpha environment on AWS (ECS Fargate behind an ALB) as one CloudFormation template, rendered from the
+URL table (listener rules and priorities, target groups, ports) and from the timing chain in `topology`.
+
+`python -m deploy.render` writes ecs/ccsm.yaml; tests/deploy re-renders it and fails on any drift. The template
+is plain YAML with long-form intrinsics (`Ref`, `Fn::Sub`, ...), so any YAML reader can load it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deploy.topology import (
+    ALB_IDLE_TIMEOUT_S,
+    DEFAULT_SERVICE,
+    DEREGISTRATION_DELAY_S,
+    RULES,
+    SHUTDOWN_FORCE_MS,
+    SHUTDOWN_GRACE_MS,
+    STOP_TIMEOUT_S,
+    ServiceDeploy,
+    deployments,
+    service_deploy,
+)
+
+Json = dict[str, Any]
+
+ALB_MAX_CONDITION_VALUES = 5  # AWS quota: "Condition values per rule"
+HEALTH_PATH = "/health"  # runbook §7: the target-group health check
+HEALTHCHECK_CMD = ["CMD", "python", "/app/healthcheck.py"]  # the Dockerfile's HEALTHCHECK, same script
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def ref(name: str) -> Json:
+    return {"Ref": name}
+
+
+def sub(text: str) -> Json:
+    return {"Fn::Sub": text}
+
+
+def get_att(resource: str, attribute: str) -> Json:
+    return {"Fn::GetAtt": [resource, attribute]}
+
+
+def if_(condition: str, then: Any, otherwise: Any = NO_VALUE) -> Json:
+    return {"Fn::If": [condition, then, otherwise]}
+
+
+def skip(check: str, reason: str) -> Json:
+    """A checkov skip, documented in place next to the resource it concerns."""
+    return {"id": check, "comment": reason}
+
+
+def _parameters() -> Json:
+    def string(description: str, **extra: Any) -> Json:
+        return {"Type": "String", "Description": description, **extra}
+
+    params: Json = {
+        "EnvironmentName": string(
+            "Deployment environment; names every resource", Default="alpha", AllowedPattern="^[a-z][a-z0-9-]{1,15}$"
+        ),
+        "VpcId": {"Type": "AWS::EC2::VPC::Id", "Description": "The VPC of the load balancer and the tasks"},
+        "VpcCidr": string(
+            "The VPC's CIDR: the ALB's addresses lie in it, so the services trust X-Forwarded-For from it only",
+            AllowedPattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
+        ),
+        "PublicSubnetIds": {
+            "Type": "List<AWS::EC2::Subnet::Id>",
+            "Description": "At least two public subnets in different AZs, for the internet-facing ALB",
+        },
+        "PrivateSubnetIds": {
+            "Type": "List<AWS::EC2::Subnet::Id>",
+            "Description": "Private subnets for the tasks (a NAT gateway or VPC endpoints reach ECR, logs, secrets)",
+        },
+        "CertificateArn": string("ACM certificate for the HTTPS listener", AllowedPattern="^arn:aws[a-z-]*:acm:.+"),
+        "ImageRegistry": string(
+            "Registry holding the ccsm-auth, ccsm-api and ccsm-ws-gateway repositories "
+            "(<account>.dkr.ecr.<region>.amazonaws.com)"
+        ),
+    }
+    for svc in deployments():
+        params[f"{svc.logical}ImageTag"] = string(f"Image tag of {svc.image_repository} (a commit SHA, never latest)")
+    params["MigrationImageTag"] = string(
+        "Image tag of ccsm-api whose migrations the migration task applies; set it to the new tag and run the "
+        "task before moving the service tags"
+    )
+    params.update(
+        {
+            "DbHost": string("MySQL host name"),
+            "DbPort": {"Type": "Number", "Default": 3306, "Description": "MySQL port"},
+            "DbName": string("MySQL database", Default="ccsm"),
+            "DbUser": string("MySQL user"),
+            "DatabaseSecurityGroupId": {
+                "Type": "AWS::EC2::SecurityGroup::Id",
+                "Description": "Security group of the MySQL instance; the tasks get ingress on DbPort",
+            },
+            "RedisUrl": string("redis:// or rediss:// URL of Redis 7 (no credentials in it)"),
+            "RedisPort": {"Type": "Number", "Default": 6379, "Description": "Redis port"},
+            "RedisSecurityGroupId": {
+                "Type": "AWS::EC2::SecurityGroup::Id",
+                "Description": "Security group of Redis; the tasks get ingress on RedisPort",
+            },
+            "DbPasswordSecretArn": string(
+                "Secrets Manager secret or SSM SecureString parameter ARN holding DB_PASSWORD",
+                AllowedPattern="^arn:aws[a-z-]*:(secretsmanager|ssm):.+",
+            ),
+            "JwtSecretArn": string(
+                "Secret/parameter ARN holding JWT_SECRET (at least 32 bytes)",
+                AllowedPattern="^arn:aws[a-z-]*:(secretsmanager|ssm):.+",
+            ),
+            "JwtSecretPreviousArn": string(
+                "Secret/parameter ARN holding JWT_SECRET_PREVIOUS during a rotation; empty otherwise", Default=""
+            ),
+            "JiraBaseUrl": string("JIRA_BASE_URL; empty disables the Jira sync", Default=""),
+            "JiraEmail": string("JIRA_EMAIL", Default=""),
+            "JiraApiTokenSecretArn": string(
+                "Secret/parameter ARN holding JIRA_API_TOKEN; empty without Jira", Default=""
+            ),
+            "CorsOrigins": string("CORS_ORIGINS: comma-separated exact origins of the web portal"),
+            "MinTasks": {"Type": "Number", "Default": 2, "MinValue": 1, "Description": "Tasks per service, at least"},
+            "MaxTasks": {"Type": "Number", "Default": 6, "MinValue": 1, "Description": "Tasks per service, at most"},
+            "LogRetentionDays": {
+                "Type": "Number",
+                "Default": 30,
+                "AllowedValues": [7, 14, 30, 60, 90, 180, 365],
+                "Description": "CloudWatch Logs retention",
+            },
+            "AlarmTopicArn": string("SNS topic notified by the alarms; empty for none", Default=""),
+        }
+    )
+    return params
+
+
+def _conditions() -> Json:
+    def not_empty(name: str) -> Json:
+        return {"Fn::Not": [{"Fn::Equals": [ref(name), ""]}]}
+
+    return {
+        "HasJwtSecretPrevious": not_empty("JwtSecretPreviousArn"),
+        "HasJira": not_empty("JiraBaseUrl"),
+        "HasJiraToken": not_empty("JiraApiTokenSecretArn"),
+        "HasAlarmTopic": not_empty("AlarmTopicArn"),
+    }
+
+
+def _environment(port: int) -> list[Any]:
+    def env(name: str, value: Any) -> Json:
+        return {"Name": name, "Value": value}
+
+    return [
+        env("NODE_ENV", "remote"),
+        env("PORT", str(port)),
+        env("HOST", "0.0.0.0"),  # noqa: S104 - the task's own interface; the security group is the boundary
+        env("DB_HOST", ref("DbHost")),
+        env("DB_PORT", ref("DbPort")),
+        env("DB_USER", ref("DbUser")),
+        env("DB_NAME", ref("DbName")),
+        env("REDIS_URL", ref("RedisUrl")),
+        env("REDIS_PREFIX", sub("ccsm:${EnvironmentName}:")),
+        env("AUTH_REQUIRED", "true"),
+        env("JWT_EXPIRES_IN", "8h"),
+        env("BCRYPT_ROUNDS", "12"),
+        env("USE_HELMET", "true"),
+        env("CORS_ORIGINS", ref("CorsOrigins")),
+        env("TRUSTED_PROXIES", ref("VpcCidr")),
+        env("SHUTDOWN_GRACE_MS", str(SHUTDOWN_GRACE_MS)),
+        env("SHUTDOWN_FORCE_MS", str(SHUTDOWN_FORCE_MS)),
+        env("LOG_LEVEL", "info"),
+        if_("HasJira", env("JIRA_BASE_URL", ref("JiraBaseUrl"))),
+        if_("HasJira", env("JIRA_EMAIL", ref("JiraEmail"))),
+    ]
+
+
+def _secrets() -> list[Any]:
+    """Every secret by reference (valueFrom): ECS reads them at start; none is in `environment`."""
+    return [
+        {"Name": "DB_PASSWORD", "ValueFrom": ref("DbPasswordSecretArn")},
+        {"Name": "JWT_SECRET", "ValueFrom": ref("JwtSecretArn")},
+        if_("HasJwtSecretPrevious", {"Name": "JWT_SECRET_PREVIOUS", "ValueFrom": ref("JwtSecretPreviousArn")}),
+        if_("HasJiraToken", {"Name": "JIRA_API_TOKEN", "ValueFrom": ref("JiraApiTokenSecretArn")}),
+    ]
+
+
+def _log_configuration(prefix: str) -> Json:
+    return {
+        "LogDriver": "awslogs",
+        "Options": {
+            "awslogs-group": ref("LogGroup"),
+            "awslogs-region": ref("AWS::Region"),
+            "awslogs-stream-prefix": prefix,
+            # A slow log pipe must never block a request (the buffer drops lines instead, and says so).
+            "mode": "non-blocking",
+            "max-buffer-size": "4m",
+        },
+    }
+
+
+def _task_definition(family: str, container: Json, cpu: int, memory: int) -> Json:
+    return {
+        "Type": "AWS::ECS::TaskDefinition",
+        "Properties": {
+            "Family": sub(f"ccsm-${{EnvironmentName}}-{family}"),
+            "Cpu": str(cpu),
+            "Memory": str(memory),
+            "NetworkMode": "awsvpc",
+            "RequiresCompatibilities": ["FARGATE"],
+            "RuntimePlatform": {"CpuArchitecture": "X86_64", "OperatingSystemFamily": "LINUX"},
+            "ExecutionRoleArn": get_att("ExecutionRole", "Arn"),
+            "TaskRoleArn": get_att("TaskRole", "Arn"),
+            "ContainerDefinitions": [container],
+        },
+    }
+
+
+def _service_resources(svc: ServiceDeploy) -> Json:
+    L = svc.logical  # noqa: N806 - the logical-id stem, short because it is in every name below
+    container: Json = {
+        "Name": svc.name,
+        "Image": sub(f"${{ImageRegistry}}/{svc.image_repository}:${{{L}ImageTag}}"),
+        "Essential": True,
+        "PortMappings": [{"ContainerPort": svc.port, "Protocol": "tcp"}],
+        "Environment": _environment(svc.port),
+        "Secrets": _secrets(),
+        # SIGTERM, then SIGKILL after this: beyond SHUTDOWN_FORCE_MS and the process's own watchdog.
+        "StopTimeout": STOP_TIMEOUT_S,
+        "ReadonlyRootFilesystem": True,
+        "HealthCheck": {"Command": HEALTHCHECK_CMD, "Interval": 15, "Timeout": 5, "Retries": 3, "StartPeriod": 20},
+        "LogConfiguration": _log_configuration(svc.name),
+    }
+    if svc.nofile:
+        container["Ulimits"] = [{"Name": "nofile", "SoftLimit": svc.nofile, "HardLimit": svc.nofile}]
+    alarm_actions = if_("HasAlarmTopic", [ref("AlarmTopicArn")])
+    listener_rules = [f"{service_deploy(r.service).logical}Rule{r.priority}" for r in RULES]
+    return {
+        f"{L}SecurityGroup": {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {
+                "GroupDescription": sub(f"ccsm-${{EnvironmentName}} {svc.name} tasks"),
+                "VpcId": ref("VpcId"),
+                "SecurityGroupEgress": [
+                    {
+                        "Description": "MySQL",
+                        "IpProtocol": "tcp",
+                        "FromPort": ref("DbPort"),
+                        "ToPort": ref("DbPort"),
+                        "DestinationSecurityGroupId": ref("DatabaseSecurityGroupId"),
+                    },
+                    {
+                        "Description": "Redis",
+                        "IpProtocol": "tcp",
+                        "FromPort": ref("RedisPort"),
+                        "ToPort": ref("RedisPort"),
+                        "DestinationSecurityGroupId": ref("RedisSecurityGroupId"),
+                    },
+                    {
+                        "Description": "HTTPS: ECR, CloudWatch Logs, Secrets Manager/SSM, Jira",
+                        "IpProtocol": "tcp",
+                        "FromPort": 443,
+                        "ToPort": 443,
+                        "CidrIp": "0.0.0.0/0",
+                    },
+                ],
+            },
+        },
+        f"{L}IngressFromAlb": {
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "Description": "From the load balancer, on the app port only",
+                "GroupId": ref(f"{L}SecurityGroup"),
+                "IpProtocol": "tcp",
+                "FromPort": svc.port,
+                "ToPort": svc.port,
+                "SourceSecurityGroupId": ref("AlbSecurityGroup"),
+            },
+        },
+        f"{L}ToDatabase": {
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "Description": sub(f"ccsm-${{EnvironmentName}} {svc.name} tasks"),
+                "GroupId": ref("DatabaseSecurityGroupId"),
+                "IpProtocol": "tcp",
+                "FromPort": ref("DbPort"),
+                "ToPort": ref("DbPort"),
+                "SourceSecurityGroupId": ref(f"{L}SecurityGroup"),
+            },
+        },
+        f"{L}ToRedis": {
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "Description": sub(f"ccsm-${{EnvironmentName}} {svc.name} tasks"),
+                "GroupId": ref("RedisSecurityGroupId"),
+                "IpProtocol": "tcp",
+                "FromPort": ref("RedisPort"),
+                "ToPort": ref("RedisPort"),
+                "SourceSecurityGroupId": ref(f"{L}SecurityGroup"),
+            },
+        },
+        f"{L}TargetGroup": {
+            "Type": "AWS::ElasticLoadBalancingV2::TargetGroup",
+            "Properties": {
+                "VpcId": ref("VpcId"),
+                "TargetType": "ip",
+                "Protocol": "HTTP",
+                "ProtocolVersion": "HTTP1",
+                "Port": svc.port,
+                "HealthCheckProtocol": "HTTP",
+                "HealthCheckPath": HEALTH_PATH,
+                "HealthCheckIntervalSeconds": 10,
+                "HealthCheckTimeoutSeconds": 5,
+                "HealthyThresholdCount": 2,
+                "UnhealthyThresholdCount": 3,
+                "Matcher": {"HttpCode": "200"},
+                "TargetGroupAttributes": [
+                    {"Key": "deregistration_delay.timeout_seconds", "Value": str(DEREGISTRATION_DELAY_S)},
+                ],
+                "Tags": [{"Key": "Name", "Value": sub(f"ccsm-${{EnvironmentName}}-{svc.name}")}],
+            },
+        },
+        f"{L}TaskDefinition": _task_definition(svc.name, container, svc.cpu, svc.memory),
+        f"{L}Service": {
+            "Type": "AWS::ECS::Service",
+            # A target group must be attached to the load balancer (through a listener or rule) first.
+            "DependsOn": ["HttpsListener", *listener_rules],
+            "Properties": {
+                "ServiceName": sub(f"ccsm-${{EnvironmentName}}-{svc.name}"),
+                "Cluster": ref("Cluster"),
+                "TaskDefinition": ref(f"{L}TaskDefinition"),
+                "LaunchType": "FARGATE",
+                "PlatformVersion": "LATEST",
+                "DesiredCount": ref("MinTasks"),
+                "DeploymentController": {"Type": "ECS"},
+                # Rolling: new tasks start and pass health checks before old ones stop; a deployment that
+                # cannot get healthy rolls back by itself.
+                "DeploymentConfiguration": {
+                    "MinimumHealthyPercent": 100,
+                    "MaximumPercent": 200,
+                    "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True},
+                },
+                "HealthCheckGracePeriodSeconds": 30,
+                "NetworkConfiguration": {
+                    "AwsvpcConfiguration": {
+                        "AssignPublicIp": "DISABLED",
+                        "Subnets": ref("PrivateSubnetIds"),
+                        "SecurityGroups": [ref(f"{L}SecurityGroup")],
+                    }
+                },
+                "LoadBalancers": [
+                    {"ContainerName": svc.name, "ContainerPort": svc.port, "TargetGroupArn": ref(f"{L}TargetGroup")}
+                ],
+                "EnableECSManagedTags": True,
+                "PropagateTags": "SERVICE",
+            },
+        },
+        f"{L}ScalableTarget": {
+            "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
+            "Properties": {
+                "ServiceNamespace": "ecs",
+                "ScalableDimension": "ecs:service:DesiredCount",
+                "ResourceId": sub(f"service/${{Cluster}}/${{{L}Service.Name}}"),
+                "MinCapacity": ref("MinTasks"),
+                "MaxCapacity": ref("MaxTasks"),
+            },
+        },
+        f"{L}ScalingPolicy": {
+            "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+            "Properties": {
+                "PolicyName": sub(f"ccsm-${{EnvironmentName}}-{svc.name}-cpu"),
+                "PolicyType": "TargetTrackingScaling",
+                "ScalingTargetId": ref(f"{L}ScalableTarget"),
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+                    "TargetValue": 60,
+                    "ScaleOutCooldown": 60,
+                    "ScaleInCooldown": 300,
+                },
+            },
+        },
+        f"{L}Target5xxAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": sub(f"ccsm-${{EnvironmentName}}-{svc.name}-target-5xx"),
+                "AlarmDescription": f"{svc.name} answers 5xx",
+                "Namespace": "AWS/ApplicationELB",
+                "MetricName": "HTTPCode_Target_5XX_Count",
+                "Dimensions": [
+                    {"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")},
+                    {"Name": "TargetGroup", "Value": get_att(f"{L}TargetGroup", "TargetGroupFullName")},
+                ],
+                "Statistic": "Sum",
+                "Period": 60,
+                "EvaluationPeriods": 5,
+                "DatapointsToAlarm": 3,
+                "Threshold": 5,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": alarm_actions,
+            },
+        },
+        f"{L}UnhealthyHostsAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": sub(f"ccsm-${{EnvironmentName}}-{svc.name}-unhealthy-hosts"),
+                "AlarmDescription": f"a {svc.name} task fails the {HEALTH_PATH} check",
+                "Namespace": "AWS/ApplicationELB",
+                "MetricName": "UnHealthyHostCount",
+                "Dimensions": [
+                    {"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")},
+                    {"Name": "TargetGroup", "Value": get_att(f"{L}TargetGroup", "TargetGroupFullName")},
+                ],
+                "Statistic": "Maximum",
+                "Period": 60,
+                "EvaluationPeriods": 3,
+                "Threshold": 1,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": alarm_actions,
+            },
+        },
+    }
+
+
+def _listener_rules() -> Json:
+    out: Json = {}
+    for rule in RULES:
+        if len(rule.patterns) > ALB_MAX_CONDITION_VALUES:
+            raise ValueError(f"rule {rule.priority} has more path patterns than an ALB rule accepts")
+        svc = service_deploy(rule.service)
+        out[f"{svc.logical}Rule{rule.priority}"] = {
+            "Type": "AWS::ElasticLoadBalancingV2::ListenerRule",
+            "Properties": {
+                "ListenerArn": ref("HttpsListener"),
+                "Priority": rule.priority,
+                "Conditions": [{"Field": "path-pattern", "PathPatternConfig": {"Values": list(rule.patterns)}}],
+                "Actions": [{"Type": "forward", "TargetGroupArn": ref(f"{svc.logical}TargetGroup")}],
+            },
+        }
+    return out
+
+
+def _shared_resources() -> Json:
+    services = deployments()
+    return {
+        "LogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Metadata": {
+                "checkov": {
+                    "skip": [
+                        skip(
+                            "CKV_AWS_158",
+                            "CloudWatch Logs encrypts at rest by default; the services log no secrets "
+                            "(settings redact them), so a customer-managed KMS key adds nothing for alpha",
+                        )
+                    ]
+                }
+            },
+            "Properties": {
+                "LogGroupName": sub("/ccsm/${EnvironmentName}"),
+                "RetentionInDays": ref("LogRetentionDays"),
+            },
+        },
+        "Cluster": {
+            "Type": "AWS::ECS::Cluster",
+            "Properties": {
+                "ClusterName": sub("ccsm-${EnvironmentName}"),
+                "ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}],
+            },
+        },
+        "ExecutionRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": "ECS agent: pulls images, writes logs, reads the task secrets",
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+                "ManagedPolicyArns": [
+                    {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"}
+                ],
+                "Policies": [
+                    {
+                        "PolicyName": "read-task-secrets",
+                        "PolicyDocument": {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": ["secretsmanager:GetSecretValue", "ssm:GetParameters"],
+                                    "Resource": [
+                                        ref("DbPasswordSecretArn"),
+                                        ref("JwtSecretArn"),
+                                        if_("HasJwtSecretPrevious", ref("JwtSecretPreviousArn")),
+                                        if_("HasJiraToken", ref("JiraApiTokenSecretArn")),
+                                    ],
+                                }
+                            ],
+                        },
+                    }
+                ],
+            },
+        },
+        "TaskRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": "The services themselves: they call no AWS API, so this role has no permissions",
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+            },
+        },
+        "AlbSecurityGroup": {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Metadata": {
+                "checkov": {
+                    "skip": [
+                        skip(
+                            "CKV_AWS_260",
+                            "port 80 is open to the internet only to answer a 301 to HTTPS (the listener "
+                            "forwards nothing); runbook §12: TLS enforced at the edge",
+                        )
+                    ]
+                }
+            },
+            "Properties": {
+                "GroupDescription": sub("ccsm-${EnvironmentName} load balancer"),
+                "VpcId": ref("VpcId"),
+                "SecurityGroupIngress": [
+                    {
+                        "Description": "HTTPS from the internet",
+                        "IpProtocol": "tcp",
+                        "FromPort": 443,
+                        "ToPort": 443,
+                        "CidrIp": "0.0.0.0/0",
+                    },
+                    {
+                        "Description": "HTTP from the internet, redirected to HTTPS",
+                        "IpProtocol": "tcp",
+                        "FromPort": 80,
+                        "ToPort": 80,
+                        "CidrIp": "0.0.0.0/0",
+                    },
+                ],
+                "SecurityGroupEgress": [
+                    {
+                        "Description": f"To the {svc.name} tasks",
+                        "IpProtocol": "tcp",
+                        "FromPort": svc.port,
+                        "ToPort": svc.port,
+                        "DestinationSecurityGroupId": ref(f"{svc.logical}SecurityGroup"),
+                    }
+                    for svc in services
+                ],
+            },
+        },
+        "LoadBalancer": {
+            "Type": "AWS::ElasticLoadBalancingV2::LoadBalancer",
+            "Metadata": {
+                "checkov": {
+                    "skip": [
+                        skip(
+                            "CKV_AWS_91",
+                            "alpha: no access-log bucket yet; every request is logged by the services "
+                            "(JSON access lines with request ids in CloudWatch Logs)",
+                        ),
+                        skip(
+                            "CKV2_AWS_28",
+                            "alpha: no WAF yet; login brute-force protection is in the auth service "
+                            "(per account and per IP, in Redis); add a web ACL before wider access",
+                        ),
+                    ]
+                }
+            },
+            "Properties": {
+                "Type": "application",
+                "Scheme": "internet-facing",
+                "IpAddressType": "ipv4",
+                "Subnets": ref("PublicSubnetIds"),
+                "SecurityGroups": [ref("AlbSecurityGroup")],
+                "LoadBalancerAttributes": [
+                    {"Key": "idle_timeout.timeout_seconds", "Value": str(ALB_IDLE_TIMEOUT_S)},
+                    {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"},
+                    {"Key": "routing.http.desync_mitigation_mode", "Value": "defensive"},
+                    {"Key": "deletion_protection.enabled", "Value": "true"},
+                ],
+            },
+        },
+        "HttpListener": {
+            "Type": "AWS::ElasticLoadBalancingV2::Listener",
+            "Properties": {
+                "LoadBalancerArn": ref("LoadBalancer"),
+                "Port": 80,
+                "Protocol": "HTTP",
+                "DefaultActions": [
+                    {
+                        "Type": "redirect",
+                        "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"},
+                    }
+                ],
+            },
+        },
+        "HttpsListener": {
+            "Type": "AWS::ElasticLoadBalancingV2::Listener",
+            "Properties": {
+                "LoadBalancerArn": ref("LoadBalancer"),
+                "Port": 443,
+                "Protocol": "HTTPS",
+                "SslPolicy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+                "Certificates": [{"CertificateArn": ref("CertificateArn")}],
+                # The URL table's default service answers everything no rule matches (incl. /health, /ready).
+                "DefaultActions": [
+                    {"Type": "forward", "TargetGroupArn": ref(f"{service_deploy(DEFAULT_SERVICE).logical}TargetGroup")}
+                ],
+            },
+        },
+    }
+
+
+def _migration_and_monitoring() -> Json:
+    api = service_deploy("api")
+    container = {
+        "Name": "migrate",
+        "Image": sub(f"${{ImageRegistry}}/{api.image_repository}:${{MigrationImageTag}}"),
+        "Essential": True,
+        "Command": ["python", "-m", "ccsm_core", "migrate"],
+        "Environment": _environment(api.port),
+        "Secrets": _secrets(),
+        "ReadonlyRootFilesystem": True,
+        "LogConfiguration": _log_configuration("migrate"),
+    }
+    return {
+        "MigrationTaskDefinition": _task_definition("migrate", container, 256, 512),
+        "LoadBalancer5xxAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": sub("ccsm-${EnvironmentName}-alb-5xx"),
+                "AlarmDescription": "the load balancer itself answers 5xx (no healthy target, target reset, timeout)",
+                "Namespace": "AWS/ApplicationELB",
+                "MetricName": "HTTPCode_ELB_5XX_Count",
+                "Dimensions": [{"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")}],
+                "Statistic": "Sum",
+                "Period": 60,
+                "EvaluationPeriods": 5,
+                "DatapointsToAlarm": 3,
+                "Threshold": 5,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
+            },
+        },
+        # Task restarts: ECS publishes a state-change event when a task stops; the ones that stopped because a
+        # container exited or never started are written to a log group, counted by a metric filter, alarmed on.
+        "TaskEventsLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Metadata": {
+                "checkov": {
+                    "skip": [skip("CKV_AWS_158", "ECS task state-change events only; no secrets (see LogGroup)")]
+                }
+            },
+            "Properties": {
+                "LogGroupName": sub("/aws/events/ccsm-${EnvironmentName}-task-stops"),
+                "RetentionInDays": ref("LogRetentionDays"),
+            },
+        },
+        "TaskEventsLogPolicy": {
+            "Type": "AWS::Logs::ResourcePolicy",
+            "Properties": {
+                "PolicyName": sub("ccsm-${EnvironmentName}-task-stops"),
+                "PolicyDocument": sub(
+                    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+                    '"Principal":{"Service":["events.amazonaws.com","delivery.logs.amazonaws.com"]},'
+                    '"Action":["logs:CreateLogStream","logs:PutLogEvents"],'
+                    '"Resource":"${TaskEventsLogGroup.Arn}"}]}'
+                ),
+            },
+        },
+        "TaskStoppedRule": {
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Description": "ccsm tasks that stopped because a container exited or failed to start",
+                "State": "ENABLED",
+                "EventPattern": {
+                    "source": ["aws.ecs"],
+                    "detail-type": ["ECS Task State Change"],
+                    "detail": {
+                        "clusterArn": [get_att("Cluster", "Arn")],
+                        "lastStatus": ["STOPPED"],
+                        "stopCode": ["EssentialContainerExited", "TaskFailedToStart"],
+                    },
+                },
+                "Targets": [{"Id": "task-stops-log", "Arn": get_att("TaskEventsLogGroup", "Arn")}],
+            },
+        },
+        "TaskStopsMetricFilter": {
+            "Type": "AWS::Logs::MetricFilter",
+            "Properties": {
+                "LogGroupName": ref("TaskEventsLogGroup"),
+                "FilterPattern": '{ $.detail.lastStatus = "STOPPED" }',
+                "MetricTransformations": [
+                    {
+                        "MetricNamespace": sub("CCSM/${EnvironmentName}"),
+                        "MetricName": "TaskUnexpectedStops",
+                        "MetricValue": "1",
+                        "Unit": "Count",
+                    }
+                ],
+            },
+        },
+        "TaskRestartsAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": sub("ccsm-${EnvironmentName}-task-restarts"),
+                "AlarmDescription": "tasks keep stopping (a container exited or failed to start): a restart loop",
+                "Namespace": sub("CCSM/${EnvironmentName}"),
+                "MetricName": "TaskUnexpectedStops",
+                "Statistic": "Sum",
+                "Period": 300,
+                "EvaluationPeriods": 2,
+                "Threshold": 2,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
+            },
+        },
+    }
+
+
+def _outputs() -> Json:
+    api = service_deploy("api")
+    outputs: Json = {
+        "LoadBalancerDnsName": {
+            "Description": "Point the backend's DNS name (CNAME/alias) here",
+            "Value": get_att("LoadBalancer", "DNSName"),
+        },
+        "ClusterName": {"Value": ref("Cluster")},
+        "MigrationTaskDefinition": {"Value": ref("MigrationTaskDefinition")},
+        "TaskSubnets": {"Value": {"Fn::Join": [",", ref("PrivateSubnetIds")]}},
+        "MigrationSecurityGroup": {"Value": ref(f"{api.logical}SecurityGroup")},
+        "LogGroupName": {"Value": ref("LogGroup")},
+    }
+    for svc in deployments():
+        outputs[f"{svc.logical}ServiceName"] = {"Value": get_att(f"{svc.logical}Service", "Name")}
+        outputs[f"{svc.logical}TargetGroupArn"] = {"Value": ref(f"{svc.logical}TargetGroup")}
+    return outputs
+
+
+def template() -> Json:
+    resources: Json = {}
+    resources.update(_shared_resources())
+    resources.update(_listener_rules())
+    for svc in deployments():
+        resources.update(_service_resources(svc))
+    resources.update(_migration_and_monitoring())
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "CCSM backend (auth, api, ws-gateway) on ECS Fargate behind an internet-facing ALB. "
+        "Generated by `python -m deploy.render` from core/ccsm_core/routing.py; do not edit by hand.",
+        "Parameters": _parameters(),
+        "Conditions": _conditions(),
+        "Resources": resources,
+        "Outputs": _outputs(),
+    }
