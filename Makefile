@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 
-.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench uv
+.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench uv lint-deploy system-deps
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
@@ -26,9 +26,9 @@ lint: sync
 	@$(RUN) ruff format --check .
 
 typecheck: sync
-	@$(RUN) mypy core services devserver.py ops
+	@$(RUN) mypy core services devserver.py ops deploy
 
-pytest: sync
+pytest: sync system-deps
 	@$(RUN) pytest $(PYTEST_ARGS)
 
 migrate: sync  ## create the database if needed and apply pending migrations
@@ -42,3 +42,26 @@ audit: sync  ## the effective configuration, secrets redacted
 
 smoke: sync  ## the runbook's post-deploy checks: make smoke BASE_URL=https://... (SMOKE_USERNAME/PASSWORD/AUTHCODE in env)
 	@$(RUN) python -m ops.smoke --base-url "$(or $(BASE_URL),http://127.0.0.1:4000)"
+
+# --- containers and AWS (compose.yaml, Dockerfile, edge/, ecs/; see ecs/README.md) -------------------------
+up: sync .env  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
+	@$(RUN) python -m deploy.compose up --detach --build --wait
+
+down: sync  ## stop and remove the compose containers (the database volume stays; add -v by hand to wipe it)
+	@$(RUN) python -m deploy.compose down --remove-orphans
+
+logs: sync  ## follow the compose services' logs
+	@$(RUN) python -m deploy.compose logs --follow --tail=200
+
+.env:
+	@$(RUN) python -m deploy.dotenv
+
+lint-deploy: sync  ## hadolint, cfn-lint, checkov and compose config at pinned versions (also run by the tests)
+	@$(RUN) python -m deploy.render --check
+	@$(RUN) python -m deploy.validate
+
+system-deps:  ## Debian's nginx for the edge-proxy tests (installed as root when missing)
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; \
+	  else echo "nginx is missing: run 'sudo make system-deps' (Debian's nginx-light)"; exit 1; fi; }
