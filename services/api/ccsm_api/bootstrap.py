@@ -84,6 +84,50 @@ class _CommitMark:
 _request_mark: ContextVar[_CommitMark | None] = ContextVar("ccsm_bootstrap_commit_mark", default=None)
 
 
+class VersionReader:
+    """Reads the shared version with at most one GET in flight, without ever answering from a GET that was sent
+    before the caller arrived (it could predate a write the caller has already seen): callers that arrive while a
+    GET is in flight wait for the next one, which starts when it returns. A storm of N requests costs about two
+    round trips and a handful of GETs instead of N connections."""
+
+    def __init__(self, keyspace: Keyspace, key: str) -> None:
+        self.keyspace = keyspace
+        self.key = key
+        self._current: asyncio.Future[int] | None = None
+        self._next: asyncio.Future[int] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.gets = 0
+
+    async def read(self) -> int:
+        loop = asyncio.get_running_loop()
+        if self._current is None:
+            self._current = loop.create_future()
+            self._start(self._current)
+            return await asyncio.shield(self._current)
+        if self._next is None:
+            self._next = loop.create_future()
+        return await asyncio.shield(self._next)
+
+    def _start(self, future: asyncio.Future[int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, future: asyncio.Future[int]) -> None:
+        self.gets += 1
+        try:
+            raw = await asyncio.wait_for(self.keyspace.client.get(self.key), REDIS_TIMEOUT_S)
+            future.set_result(int(raw or 0))
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody may be waiting any more
+        finally:
+            self._current = None
+            if self._next is not None:
+                self._current, self._next = self._next, None
+                self._start(self._current)
+
+
 class BootstrapCache:
     def __init__(self, db: Database, keyspace: Keyspace, enabled: bool = True, max_age_s: float = MAX_AGE_S) -> None:
         self.db = db
@@ -91,11 +135,13 @@ class BootstrapCache:
         self.enabled = enabled
         self.max_age_s = max_age_s
         self.version_key = keyspace.key("bootstrap", "version")
+        self.versions = VersionReader(keyspace, self.version_key)
         self.local_version = 0
         self._entry: Payload | None = None
         self._flights: dict[Version | None, asyncio.Future[Payload]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.builds = 0  # passes over the database (tests and the benchmark read it)
+        self._warned_at = -1e9
 
     # --- the write side ----------------------------------------------------------------------------------------
 
@@ -125,11 +171,14 @@ class BootstrapCache:
     async def _version(self) -> Version | None:
         local = self.local_version
         try:
-            raw = await asyncio.wait_for(self.keyspace.client.get(self.version_key), REDIS_TIMEOUT_S)
+            shared = await self.versions.read()
         except Exception as exc:
-            log.warning("bootstrap version unreadable; serving uncached", extra={"error": type(exc).__name__})
+            now = time.monotonic()
+            if now - self._warned_at > 10:
+                self._warned_at = now
+                log.warning("bootstrap version unreadable; serving uncached", extra={"error": type(exc).__name__})
             return None
-        return (int(raw or 0), local)
+        return (shared, local)
 
     async def payload(self) -> Payload:
         if not self.enabled:
