@@ -1,0 +1,73 @@
+"""Hostile WebSocket clients against the running service set: oversized frames, binary garbage and a
+1,000-messages-per-second flood. The abuser is dealt with; everyone else keeps being served; nothing crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.harness import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def desktop(stack: ServiceProcess, admin_headers: dict[str, str]) -> Iterator[ClientConnection]:
+    with connect(f"{stack.ws_url}/ws/desktop", additional_headers=admin_headers, max_size=None) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "connected"
+        yield ws
+
+
+def close_code(ws: ClientConnection) -> int | None:
+    try:
+        while True:
+            ws.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+def test_an_oversized_frame_closes_that_socket_with_1009(desktop: ClientConnection) -> None:
+    desktop.send("x" * (64 * 1024 + 1))
+    assert close_code(desktop) == 1009  # RFC 6455 §7.4.1: message too big
+
+
+def test_binary_garbage_is_tolerated_and_the_socket_still_answers(desktop: ClientConnection) -> None:
+    desktop.send(os.urandom(512))
+    desktop.send(b"\x00\xff{not json")
+    desktop.send(json.dumps({"type": "ping"}))
+    frame = json.loads(desktop.recv(timeout=10))
+    assert frame["type"] == "pong"
+
+
+def test_a_thousand_messages_a_second_do_not_starve_other_clients(
+    stack: ServiceProcess, admin_headers: dict[str, str], desktop: ClientConnection
+) -> None:
+    with connect(f"{stack.ws_url}/ws/desktop", additional_headers=admin_headers) as bystander:
+        assert json.loads(bystander.recv(timeout=10))["type"] == "connected"
+        started = time.monotonic()
+        for i in range(1000):
+            desktop.send(json.dumps({"type": "ping", "n": i}))
+        sent_in = time.monotonic() - started
+        bystander.send(json.dumps({"type": "ping"}))
+        assert json.loads(bystander.recv(timeout=10))["type"] == "pong"
+        with httpx.Client(base_url=stack.base_url, timeout=10) as client:
+            assert client.get("/ready").json() == {"status": "ready"}
+    pongs, code = 0, None
+    try:
+        while pongs < 1000:
+            if json.loads(desktop.recv(timeout=10))["type"] == "pong":
+                pongs += 1
+    except ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd else None
+    # Either every ping was answered, or the flooder was cut off (1008 policy / 1013 too slow to read its
+    # answers) — never an abnormal close.
+    assert pongs == 1000 or code in (1008, 1013), (pongs, code)
+    assert sent_in < 5
+    assert stack.proc.poll() is None
