@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 
-.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench uv lint-deploy system-deps
+.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login uv lint-deploy system-deps
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
@@ -42,6 +42,9 @@ audit: sync  ## the effective configuration, secrets redacted
 
 smoke: sync  ## the runbook's post-deploy checks: make smoke BASE_URL=https://... (SMOKE_USERNAME/PASSWORD/AUTHCODE in env)
 	@$(RUN) python -m ops.smoke --base-url "$(or $(BASE_URL),http://127.0.0.1:4000)"
+
+bench-login: sync  ## login throughput at BCRYPT_ROUNDS=12 vs 2 cores / one hash, and /health p99 during the flood
+	@flock /tmp/ccsm-bench.lock $(RUN) python bench/login_bench.py
 
 # --- containers and AWS (compose.yaml, Dockerfile, edge/, ecs/; see ecs/README.md) -------------------------
 up: sync .env  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
