@@ -12,7 +12,7 @@ tests) and `routes.conf` (the server and its locations), both included at nginx'
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from deploy.topology import (
     ALB_IDLE_TIMEOUT_S,
@@ -51,14 +51,16 @@ def rule_regex(patterns: tuple[str, ...]) -> str:
     return f"^{body}$"
 
 
-def render_upstreams(addresses: Mapping[str, str]) -> str:
-    """`addresses`: service name -> host:port. keepalive reuses upstream connections; nginx's upstream
+def render_upstreams(addresses: Mapping[str, str | Sequence[str]]) -> str:
+    """`addresses`: service name -> host:port (or several, for a service run as more than one task, as in the
+    rolling-restart drill). keepalive reuses upstream connections; nginx's upstream
     keepalive_timeout (60 s) stays below uvicorn's 75 s, so the proxy never reuses a connection the service closed."""
     lines = [HEADER]
     for svc in deployments():
+        servers = addresses[svc.name]
         lines += [
             f"upstream {svc.upstream} {{",
-            f"    server {addresses[svc.name]};",
+            *(f"    server {a};" for a in ([servers] if isinstance(servers, str) else servers)),
             "    keepalive 16;",
             f"    keepalive_timeout {ALB_IDLE_TIMEOUT_S}s;",
             "}",

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +27,7 @@ def nginx_binary() -> str:
     return found
 
 
-def write_config(workdir: Path, addresses: Mapping[str, str], port: int) -> Path:
+def write_config(workdir: Path, addresses: Mapping[str, str | Sequence[str]], port: int) -> Path:
     routes = ROUTES.read_text(encoding="utf-8")
     listen = f"    listen {nginx.EDGE_PORT};\n"
     assert routes.count(listen) == 1, "routes.conf must have exactly one listen line"
@@ -85,7 +85,7 @@ def wait_started(proc: subprocess.Popen[str], timeout: float = 15.0) -> threadin
 
 
 @contextmanager
-def running_nginx(workdir: Path, addresses: Mapping[str, str]) -> Iterator[str]:
+def running_nginx(workdir: Path, addresses: Mapping[str, str | Sequence[str]]) -> Iterator[str]:
     """Start nginx in the foreground; yields its base URL; stops it (SIGQUIT: graceful) afterwards."""
     binary = nginx_binary()
     port = free_port()
