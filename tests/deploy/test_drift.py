@@ -196,6 +196,22 @@ def test_compose_builds_and_runs_each_service_with_its_module_and_port(compose: 
     assert compose["services"]["migrate"]["command"] == ["python", "-m", "ccsm_core", "migrate"]
 
 
+def test_every_one_shot_compose_job_is_adopted_by_a_long_running_service(compose: dict[str, Any]) -> None:
+    """`up --wait` (make up) treats a job's clean exit as a failure unless a long-running service depends on it
+    with `service_completed_successfully` (docker/compose#10596)."""
+    services = compose["services"]
+    jobs = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert jobs == {"migrate", "seed"}
+    for job in jobs:
+        adopters = [
+            name
+            for name, s in services.items()
+            if name not in jobs
+            and (s.get("depends_on") or {}).get(job, {}).get("condition") == "service_completed_successfully"
+        ]
+        assert adopters, f"{job} is not adopted by a long-running service"
+
+
 def test_compose_trusts_forwarded_addresses_from_the_edge_only(compose: dict[str, Any]) -> None:
     edge_ip = compose["services"]["edge"]["networks"]["backend"]["ipv4_address"]
     for svc in deployments():
