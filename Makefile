@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 
-.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login uv lint-deploy system-deps
+.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api uv lint-deploy system-deps
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
@@ -45,6 +45,12 @@ smoke: sync  ## the runbook's post-deploy checks: make smoke BASE_URL=https://..
 
 bench-login: sync  ## login throughput at BCRYPT_ROUNDS=12 vs 2 cores / one hash, and /health p99 during the flood
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/login_bench.py
+
+bench-resync: sync  ## the db-changed resync storm: N desktops x 14 bootstrap fetches after a write, cached vs uncached
+	@flock /tmp/ccsm-bench.lock $(RUN) python bench/resync_storm.py
+
+bench-api: sync  ## req/s and p99 of bootstrap, items and task-categories vs a bare Starlette endpoint (needs wrk)
+	@flock /tmp/ccsm-bench.lock $(RUN) python bench/api_throughput.py
 
 # --- containers and AWS (compose.yaml, Dockerfile, edge/, ecs/; see ecs/README.md) -------------------------
 up: sync .env  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
