@@ -12,9 +12,9 @@ from deploy import validate
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("check", validate.checks(), ids=lambda c: c.name)
-def test_the_validator_accepts_the_committed_files(check: validate.Check) -> None:
-    result = check.run()
+@pytest.mark.parametrize("name", sorted(validate.CHECKS))
+def test_the_validator_accepts_the_committed_files(name: str) -> None:
+    result = validate.CHECKS[name]().run()
     assert result.returncode == 0, result.stdout + result.stderr
 
 
