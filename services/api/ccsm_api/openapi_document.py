@@ -140,7 +140,7 @@ def responses(
             "(also a deactivated user's token)"
         )
         if guard in ("staff", "admin"):
-            out["403"] = error(documented.pop("403", None) or (ADMIN_403 if guard == "admin" else STAFF_403))
+            out["403"] = error(documented.pop("403", "") or (ADMIN_403 if guard == "admin" else STAFF_403))
     for status, description in documented.items():
         out[status] = error(description)
     out["413"] = error("The request body is over the size limit: `Request body too large`")
