@@ -93,21 +93,21 @@ def compose_config(compose_file: str = "compose.yaml") -> Check:
     )
 
 
-def hadolint() -> Check:
-    return Check("hadolint", tool(HADOLINT, "hadolint", "Dockerfile"))
+def hadolint(dockerfile: str = "Dockerfile") -> Check:
+    return Check("hadolint", tool(HADOLINT, "hadolint", dockerfile))
 
 
-def cfn_lint() -> Check:
-    return Check("cfn-lint", tool(CFN_LINT, "cfn-lint", TEMPLATE))
+def cfn_lint(template: str = TEMPLATE) -> Check:
+    return Check("cfn-lint", tool(CFN_LINT, "cfn-lint", template))
 
 
-def checkov() -> Check:
+def checkov(template: str = TEMPLATE, dockerfile: str = "Dockerfile") -> Check:
     return Check(
         "checkov",
         # --skip-download: no calls to the vendor's platform (offline); skips are documented in place.
         [
             *tool(CHECKOV, "checkov", "--quiet", "--compact", "--skip-download"),
-            *("--framework", "cloudformation", "dockerfile", "-f", TEMPLATE, "-f", "Dockerfile"),
+            *("--framework", "cloudformation", "dockerfile", "-f", template, "-f", dockerfile),
         ],
     )
 
