@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import redis
 
 from ccsm_api.bootstrap import BootstrapCache
 from ccsm_core.db import Database
@@ -209,3 +210,33 @@ def test_a_desktop_storm_after_a_write_gets_the_new_payload_everywhere(fresh_db:
         for t in threads:
             t.join(timeout=60)
     assert results == ["1:Crate"] * 140
+
+
+def test_a_write_response_arrives_only_after_the_shared_data_version_moved(fresh_db: Settings) -> None:
+    client_redis = redis.Redis.from_url(fresh_db.redis_url)
+    key = fresh_db.redis_prefix + "bootstrap:version"
+    try:
+        with api(fresh_db) as client:
+            versions = []
+            for flag in (1, 0, 1):
+                before = int(client_redis.get(key) or 0)
+                r = client.put("/api/projects/2/jira", headers=auth(fresh_db, "admin"), json={"isJira": flag})
+                assert r.status_code == 200
+                versions.append(int(client_redis.get(key) or 0) - before)
+            # a read and a refused write do not move it
+            before = int(client_redis.get(key) or 0)
+            client.get("/api/projects", headers=auth(fresh_db, "admin"))
+            client.put("/api/projects/999/jira", headers=auth(fresh_db, "admin"), json={"isJira": 1})
+            unchanged = int(client_redis.get(key) or 0) - before
+    finally:
+        client_redis.close()
+    assert versions == [1, 1, 1]
+    assert unchanged == 0
+
+
+def test_with_auth_off_the_desktop_gets_the_full_payload(fresh_db: Settings) -> None:
+    with api(fresh_db, auth_required=False) as client:
+        body = client.get("/api/desktop/bootstrap").json()
+        r = client.get("/api/desktop/unfinished-tasks?userId=2")
+    assert [u["id"] for u in body["users"]] == [1, 2, 3, 5]
+    assert [row["id"] for row in r.json()] == [9]

@@ -180,3 +180,12 @@ def test_customers_cannot_use_time_tracking(fresh_db: Settings) -> None:
     with api(fresh_db) as client:
         r = client.get("/api/time-tracking?date=2026-02-02", headers=auth(fresh_db, "customer"))
         assert (r.status_code, r.json()) == (403, {"error": "Forbidden"})
+
+
+def test_an_empty_date_falls_back_to_the_range_instead_of_matching_nothing(fresh_db: Settings) -> None:
+    with api(fresh_db) as client:
+        r = client.get(
+            "/api/time-tracking?userId=3&date=&dateFrom=2026-02-01&dateTo=2026-02-07", headers=auth(fresh_db, "admin")
+        )
+    assert r.status_code == 200
+    assert [row["id"] for row in r.json()] == [7, 6, 5, 4, 3, 2, 1]

@@ -116,7 +116,6 @@ async def save_task_data(request: Request) -> Response:
         await cur.execute(DEF_EXISTS_SQL, (def_id,))
         if await cur.fetchone() is None:
             raise ApiError(400, "Unknown dataDefId")  # used to be a 500 (foreign key)
-        # Locking read: two concurrent saves cannot both insert (D4's check-then-insert race).
         await cur.execute(TASK_DATA_ROW_FOR_UPDATE_SQL, (project_task["id"], def_id))
         existing = await cur.fetchone()
         if existing is not None:
@@ -438,7 +437,8 @@ WHERE pt.project_id = %s AND pt.task_id = %s
 ORDER BY ptd.id
 """
 
-PROJECT_TASK_SQL = "SELECT id FROM project_tasks WHERE project_id = %s AND task_id = %s ORDER BY id LIMIT 1"
+# Locking the project task first serialises concurrent D4 saves of it (no duplicate rows, no gap-lock deadlock).
+PROJECT_TASK_SQL = "SELECT id FROM project_tasks WHERE project_id = %s AND task_id = %s ORDER BY id LIMIT 1 FOR UPDATE"
 DEF_EXISTS_SQL = "SELECT id FROM task_data_definitions WHERE id = %s"
 TASK_DATA_ROW_FOR_UPDATE_SQL = """
 SELECT id FROM project_task_data WHERE project_task_id = %s AND data_def_id = %s ORDER BY id LIMIT 1 FOR UPDATE

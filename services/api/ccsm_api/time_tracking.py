@@ -64,7 +64,8 @@ def _date_range(request: Request, principal: Principal | None) -> tuple[int, str
     date_to = query_value(request, "dateTo")
     if not user_id or not (date or (date_from and date_to)):
         raise ApiError(400, RANGE_REQUIRED)
-    start, end = (date, date) if date is not None else (date_from or "", date_to or "")
+    # `?date=&dateFrom=...&dateTo=...` used to query `BETWEEN '' AND ''` (always empty); an empty date is absent.
+    start, end = (date, date) if date else (date_from or "", date_to or "")
     if not (_valid_date(start) and _valid_date(end)):
         raise ApiError(400, "date, dateFrom and dateTo must be YYYY-MM-DD")  # I-28: used to reach SQL unchecked
     return user_id, start, end
