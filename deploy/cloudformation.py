@@ -574,11 +574,6 @@ def _shared_resources() -> Json:
                             "alpha: no access-log bucket yet; every request is logged by the services "
                             "(JSON access lines with request ids in CloudWatch Logs)",
                         ),
-                        skip(
-                            "CKV2_AWS_28",
-                            "alpha: no WAF yet; login brute-force protection is in the auth service "
-                            "(per account and per IP, in Redis); add a web ACL before wider access",
-                        ),
                     ]
                 }
             },
