@@ -103,6 +103,7 @@ def test_each_outcome_is_one_audit_event_without_secrets(auth_client, caplog: py
     assert got[0]["fromScheme"] == "plaintext"
     assert got[0]["toScheme"] == "bcrypt"
     assert got[2]["userId"] is None
+    assert (got[5]["scope"], got[5]["userId"]) == ("account", 1)
     assert len(got[2]["nameRef"]) == 12
     text = repr(got)
     for secret in ("legacy123", "x-secret-x", "oldpass", "hunter2-typed-as-name", "31337", "888", token, desktop):

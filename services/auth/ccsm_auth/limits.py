@@ -79,10 +79,11 @@ class LoginLimits:
 
 
 class RateLimited(ApiError):
-    def __init__(self, retry_after_s: float) -> None:
+    def __init__(self, retry_after_s: float, scope: str) -> None:
         seconds = max(1, math.ceil(retry_after_s))
         super().__init__(429, TOO_MANY, headers={"Retry-After": str(seconds)})
         self.retry_after = seconds
+        self.scope = scope  # "ip" or "account", for the audit log
 
 
 def fold_name(name: str) -> str:
@@ -149,7 +150,7 @@ class LoginLimiter:
             )
         self._redis_retry_at = time.monotonic() + self.limits.retry_after_s
 
-    async def reserve(self, key: str, limit: Limit) -> Slot:
+    async def reserve(self, key: str, limit: Limit, scope: str) -> Slot:
         """Count one attempt against `key`; raises RateLimited (429) when it is over the limit."""
         window_ms = max(1, int(limit.window_s * 1000))
         if not self.degraded:
@@ -164,11 +165,11 @@ class LoginLimiter:
                     self._redis_retry_at = 0.0
                     log.info("rate-limit counters back in Redis", extra={"event": "auth.limits.restored"})
                 if int(count) > limit.max_failures:
-                    raise RateLimited(int(ttl_ms) / 1000)
+                    raise RateLimited(int(ttl_ms) / 1000, scope)
                 return Slot(key, "redis")
         count, remaining = self.local.reserve(key, limit.window_s, time.monotonic())
         if count > limit.max_failures:
-            raise RateLimited(remaining)
+            raise RateLimited(remaining, scope)
         return Slot(key, "local")
 
     async def refund(self, slots: list[Slot]) -> None:

@@ -103,13 +103,24 @@ async def login(request: Request) -> Response:
     failed = False
     try:
         try:
-            slots.append(await limiter.reserve(limiter.ip_key("login", ip), limiter.limits.ip))
+            row = None
+            slots.append(await limiter.reserve(limiter.ip_key("login", ip), limiter.limits.ip, "ip"))
             row = await select_user_by_login(state.db, name)
             account = f"user:{row['id']}" if row else f"name:{fold_name(name)}"
-            slots.append(await limiter.reserve(limiter.account_key("login", account), limiter.limits.account))
+            slots.append(
+                await limiter.reserve(limiter.account_key("login", account), limiter.limits.account, "account")
+            )
         except RateLimited as exc:
             failed = True
-            _event("auth.login.rate_limited", logging.WARNING, endpoint="login", ip=ip, retryAfter=exc.retry_after)
+            _event(
+                "auth.login.rate_limited",
+                logging.WARNING,
+                endpoint="login",
+                scope=exc.scope,
+                ip=ip,
+                userId=row["id"] if row is not None else None,
+                retryAfter=exc.retry_after,
+            )
             raise
 
         stored = str(row["password"]) if row is not None and row["password"] is not None else None
@@ -187,12 +198,19 @@ async def login_authcode(request: Request) -> Response:
     failed = False
     try:
         try:
-            slots.append(await limiter.reserve(limiter.ip_key("authcode", ip), limiter.limits.ip))
+            slots.append(await limiter.reserve(limiter.ip_key("authcode", ip), limiter.limits.ip, "ip"))
             code_key = limiter.account_key("authcode", fold_name(code))
-            slots.append(await limiter.reserve(code_key, limiter.limits.account))
+            slots.append(await limiter.reserve(code_key, limiter.limits.account, "account"))
         except RateLimited as exc:
             failed = True
-            _event("auth.login.rate_limited", logging.WARNING, endpoint="authcode", ip=ip, retryAfter=exc.retry_after)
+            _event(
+                "auth.login.rate_limited",
+                logging.WARNING,
+                endpoint="authcode",
+                scope=exc.scope,
+                ip=ip,
+                retryAfter=exc.retry_after,
+            )
             raise
         row = await select_active_user_by_authcode(state.db, code)
         if row is None:
