@@ -154,6 +154,17 @@ def test_the_image_installs_each_service_from_the_lock_and_it_passes_the_healthc
     assert image_env["CCSM_MODULE"] == svc.module
     assert image_env["PORT"] == str(svc.port)
 
+    # MySQL 8's default auth (caching_sha2_password) without TLS needs PyMySQL's RSA path, i.e. cryptography.
+    rsa = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import pymysql._auth as a; raise SystemExit(0 if a._have_cryptography else 1)",
+        ],
+        capture_output=True,
+    )
+    assert rsa.returncode == 0, rsa.stderr
+
     port = free_port()
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", **settings_env(settings), "PORT": str(port), "HOST": "127.0.0.1"}
     env.update({"PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})  # info: readiness shows in uvicorn's lines
