@@ -146,6 +146,10 @@ def test_the_image_installs_each_service_from_the_lock_and_it_passes_the_healthc
     runtime = stages()["runtime"]
     copies = [rest for i, rest in runtime if i == "COPY"]
     assert "--from=build /app/.venv /app/.venv" in copies  # only the venv crosses from the build stage
+    assert [c for c in copies if c.startswith("--from")] == ["--from=build /app/.venv /app/.venv"]
+    runs = " ".join(rest for i, rest in runtime if i == "RUN")
+    assert not re.search(r"\b(apt-get|apk|pip|uv|gcc|make)\b", runs)  # no package manager or build tool
+    assert [rest for i, rest in runtime if i == "USER"] == ["10001:10001"]  # never root
     (healthcheck,) = [c.split() for c in copies if not c.startswith("--from")]
     assert healthcheck == ["deploy/healthcheck.py", "/app/healthcheck.py"]
     assert dockerignore_allows(healthcheck[0])
