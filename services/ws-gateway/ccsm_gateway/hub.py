@@ -146,21 +146,22 @@ class Outbox:
 
 
 async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    """Finish a coroutine that was started by hand and suspended on `yielded`, as a Task would: wait for what it
-    yielded (a future, or None for a bare yield), then resume it, until it returns. Its own errors propagate."""
+    """Finish a coroutine that was started by hand and suspended on `yielded`, exactly as a Task would: take over
+    the future it yielded (clear its blocking flag, wait for its completion), resume, repeat until it returns.
+    Its own exceptions propagate to the caller."""
+    loop = asyncio.get_running_loop()
     while True:
-        try:
-            if yielded is None:
-                await asyncio.sleep(0)
-            else:
-                await yielded
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if yielded is None or (task is not None and task.cancelling()):
-                coro.close()  # this task itself was cancelled (loop shutdown)
+        if yielded is None:  # a bare yield: just let the loop run once
+            await asyncio.sleep(0)
+        else:
+            yielded._asyncio_future_blocking = False
+            waiter = loop.create_future()
+            yielded.add_done_callback(lambda _f, w=waiter: w.done() or w.set_result(None))
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                coro.close()  # this task was cancelled (loop shutdown): stop the send where it is
                 raise
-        except Exception:  # noqa: S110 - the future failed: resuming the coroutine re-raises it in its own frame
-            pass
         try:
             yielded = coro.send(None)
         except StopIteration:
