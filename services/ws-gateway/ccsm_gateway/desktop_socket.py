@@ -58,6 +58,7 @@ class DesktopSocket:
 
         auth_user: int | None = None
         expires_at: float | None = None
+        token = claims = None
         if settings.auth_required:
             token = bearer_token(header(scope, b"authorization"))
             try:
@@ -72,6 +73,10 @@ class DesktopSocket:
             expires_at = claims.exp + LEEWAY_S  # the instant `verify` starts refusing it
 
         await send({"type": "websocket.accept"})
+        # The socket may live for hours: keep nothing in this frame or the scope that it no longer needs.
+        scope["headers"] = ()
+        scope["state"] = None
+        state = tokens = token = claims = origin = None  # type: ignore[assignment]
         box = hub.outbox(send)
         expiry: asyncio.TimerHandle | None = None
         try:
