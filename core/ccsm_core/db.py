@@ -57,11 +57,18 @@ class Database:
             init_command="SET time_zone = '+00:00'",
         )
 
-    async def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            await self.pool.wait_closed()
-            self.pool = None
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Close the pool, waiting (bounded) for connections in use to come back; shutdown must never hang on
+        a connection a stuck or cancelled task still holds."""
+        if self.pool is None:
+            return
+        pool, self.pool = self.pool, None
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), timeout_s)
+        except TimeoutError:
+            log.warning("database pool did not drain in time; terminating", extra={"inUse": pool.size - pool.freesize})
+            pool.terminate()
 
     def on_commit(self, hook: CommitHook) -> None:
         self._commit_hooks.append(hook)

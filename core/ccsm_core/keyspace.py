@@ -6,9 +6,14 @@ other's counters or events.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import redis.asyncio as aioredis
 
 from ccsm_core.settings import Settings
+
+log = logging.getLogger("ccsm.keyspace")
 
 
 class Keyspace:
@@ -36,5 +41,8 @@ class Keyspace:
     async def ping(self) -> None:
         await self.client.ping()
 
-    async def close(self) -> None:
-        await self.client.aclose()
+    async def close(self, timeout_s: float = 2.0) -> None:
+        try:
+            await asyncio.wait_for(self.client.aclose(), timeout_s)
+        except TimeoutError:
+            log.warning("redis client did not close in time")
