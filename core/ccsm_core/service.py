@@ -7,6 +7,7 @@ their lifespans, so routes are concatenated instead).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -34,6 +35,7 @@ from ccsm_core.settings import Settings
 from ccsm_core.tokens import TokenService
 
 log = logging.getLogger("ccsm.service")
+RESOURCE_CLOSE_TIMEOUT_S = 10.0
 
 State = dict[str, Any]
 # A resource opens in the lifespan, may read what earlier resources put in the state, and yields its own part.
@@ -139,7 +141,8 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         state: State = {"lifecycle": lc, "settings": settings}
-        async with AsyncExitStack() as stack:
+        stack = AsyncExitStack()
+        try:
             for resource in resources:
                 state.update(await stack.enter_async_context(resource(settings, lc, state)))
             if settings.use_helmet:
@@ -148,6 +151,12 @@ def build_app(
                 log.info(line)
             yield state
             log.info("closing resources")
+        finally:
+            # Bounded: the process must reach its exit code even if a resource will not close.
+            try:
+                await asyncio.wait_for(stack.aclose(), RESOURCE_CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.error("resources did not close in time", extra={"timeoutS": RESOURCE_CLOSE_TIMEOUT_S})
 
     app = Starlette(
         routes=routes,

@@ -69,7 +69,7 @@ def test_new_connections_are_refused_once_shutdown_started(settings: Settings) -
     thread, _ = request_in_thread(proc.port, "/slow?ms=1500")
     proc.wait_for_line("slow request started")
     proc.signal(signal.SIGTERM)
-    proc.wait_for_line("Shutting down")  # uvicorn closes its listeners here
+    proc.wait_for_line("Waiting for connections to close")  # logged after uvicorn closed its listeners
     conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=5)
     with pytest.raises(ConnectionRefusedError):
         conn.request("GET", "/health")
