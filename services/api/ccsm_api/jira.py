@@ -107,8 +107,10 @@ class JiraClient:
             last = attempt == p.attempts
             delay = p.backoff_s * 2 ** (attempt - 1)
             try:
-                resp = await self.http.get(url, params=params)
-            except httpx.TransportError as exc:  # timeouts, refused connections, broken reads
+                # httpx's timeout bounds each phase; this bounds the whole call (a server that drips bytes).
+                async with asyncio.timeout(p.timeout_s * 2):
+                    resp = await self.http.get(url, params=params)
+            except (httpx.TransportError, TimeoutError) as exc:  # time-outs, refused connections, broken reads
                 log.warning("jira call failed", extra={"path": path, "attempt": attempt, "error": type(exc).__name__})
                 if last:
                     raise JiraUnavailable(type(exc).__name__) from None
