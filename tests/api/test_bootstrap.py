@@ -240,3 +240,27 @@ def test_with_auth_off_the_desktop_gets_the_full_payload(fresh_db: Settings) -> 
         r = client.get("/api/desktop/unfinished-tasks?userId=2")
     assert [u["id"] for u in body["users"]] == [1, 2, 3, 5]
     assert [row["id"] for row in r.json()] == [9]
+
+
+def test_a_caller_that_goes_away_does_not_cancel_the_pass_the_others_share(fresh_db: Settings) -> None:
+    async def scenario() -> tuple[int, int, bool]:
+        db = Database(fresh_db)
+        await db.open()
+        ks = Keyspace(fresh_db)
+        cache = BootstrapCache(db, ks)
+        try:
+            leader = asyncio.create_task(cache.payload())
+            deadline = asyncio.get_running_loop().time() + 5
+            while not cache._flights:  # the leader has started the shared pass
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.001)
+            followers = [asyncio.create_task(cache.payload()) for _ in range(5)]
+            await asyncio.sleep(0)
+            leader.cancel()
+            results = await asyncio.gather(*followers)
+            return cache.builds, len({p.admin_etag for p in results}), leader.cancelled()
+        finally:
+            await ks.close()
+            await db.close()
+
+    assert asyncio.run(scenario()) == (1, 1, True)

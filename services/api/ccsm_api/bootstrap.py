@@ -138,7 +138,7 @@ class BootstrapCache:
         self.versions = VersionReader(keyspace, self.version_key)
         self.local_version = 0
         self._entry: Payload | None = None
-        self._flights: dict[Version | None, asyncio.Future[Payload]] = {}
+        self._flights: dict[Version, asyncio.Task[Payload]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.builds = 0  # passes over the database (tests and the benchmark read it)
         self._warned_at = -1e9
@@ -190,22 +190,20 @@ class BootstrapCache:
         if entry is not None and entry.version == version and time.monotonic() - entry.built_at < self.max_age_s:
             return entry
         flight = self._flights.get(version)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
-        self._flights[version] = future
-        try:
-            built = await self._build(version)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved, so a flight without followers does not log
-            raise
-        finally:
-            self._flights.pop(version, None)
+        if flight is None:
+            # The pass runs in a task of its own: a caller that goes away (client disconnect) cancels only its
+            # own wait, never the pass the other callers share.
+            flight = asyncio.get_running_loop().create_task(self._build(version))
+            self._flights[version] = flight
+            flight.add_done_callback(lambda task, v=version: self._landed(v, task))  # type: ignore[misc]
+        return await asyncio.shield(flight)
+
+    def _landed(self, version: Version, task: asyncio.Task[Payload]) -> None:
+        self._flights.pop(version, None)
+        if task.cancelled() or task.exception() is not None:  # exception() also marks it retrieved
+            return
         if self.local_version == version[1]:
-            self._entry = built
-        future.set_result(built)
-        return built
+            self._entry = task.result()
 
     async def respond(self, request: Request, principal: Principal | None) -> Response:
         payload = await self.payload()
