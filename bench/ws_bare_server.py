@@ -1,5 +1,6 @@
 """The comparison server for bench/ws_fanout.py: a bare `websockets` server (uvloop) that subscribes to the same
-Redis channel and broadcasts each message with `websockets.broadcast` (no auth, no protocol, no queues).
+Redis channel and broadcasts each message with `websockets.broadcast` (no auth, no queues; it answers identify
+so the reconnect storm can run on it too).
 
 Run: python bench/ws_bare_server.py <port> <redis_url> <channel>
 """
@@ -19,8 +20,9 @@ async def handler(ws: ServerConnection) -> None:
     CLIENTS.add(ws)
     try:
         await ws.send('{"type":"connected","endpoint":"/ws/desktop"}')
-        async for _ in ws:
-            pass
+        async for message in ws:  # just enough protocol for the reconnect storm: identify -> identified
+            if '"identify"' in message:
+                await ws.send('{"type":"identified","ok":true,"userId":2}')
     finally:
         CLIENTS.discard(ws)
 
