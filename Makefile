@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 
-.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api uv lint-deploy system-deps
+.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api bench-ws uv lint-deploy system-deps
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
@@ -51,6 +51,9 @@ bench-resync: sync  ## the db-changed resync storm: N desktops x 14 bootstrap fe
 
 bench-api: sync  ## req/s and p99 of bootstrap, items and task-categories vs a bare Starlette endpoint (needs wrk)
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/api_throughput.py
+
+bench-ws: sync  ## ws-gateway: RSS per idle socket, fan-out p50/p99 at 1k and 15k, reconnect storm, vs bare websockets
+	@flock /tmp/ccsm-bench.lock $(RUN) python bench/ws_fanout.py
 
 # --- containers and AWS (compose.yaml, Dockerfile, edge/, ecs/; see ecs/README.md) -------------------------
 up: sync .env  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
