@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from tests.harness import ServiceProcess
@@ -24,7 +23,18 @@ from tests.harness import ServiceProcess
 pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 10  # per generation mode: ~1,000 requests over the 49 operations
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+UPSTREAM_FAILURES = {("POST", "/api/items/jira-sync"): 502}  # Jira unreachable, as this stack configures it
+
+
+@schemathesis.check
+def no_server_error(ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    """No 5xx, except a documented upstream failure (jira-sync's 502 when Jira cannot be reached)."""
+    key = (case.operation.method.upper(), case.operation.path)
+    if response.status_code >= 500 and UPSTREAM_FAILURES.get(key) != response.status_code:
+        raise AssertionError(f"{case.operation.label} answered {response.status_code}: {response.text[:300]}")
+
+
+CHECKS = [no_server_error, response_schema_conformance, content_type_conformance]
 
 
 def run_operation(
