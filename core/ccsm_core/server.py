@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ccsm_core.lifecycle import Lifecycle
 from ccsm_core.settings import Settings
@@ -33,6 +34,10 @@ KEEP_ALIVE_S = 75
 WS_MAX_FRAME = 64 * 1024  # fix 6: frames capped at 64 KiB
 WS_PING_INTERVAL_S = 30.0  # contract-core §8.7: a protocol ping every 30 s; a peer silent for 30 s more is dropped
 WATCHDOG_MARGIN_S = 2.0
+# After the 1012 close, a healthy peer's socket is gone in milliseconds (the close frame only has to reach its
+# kernel). One still open after this is not reading (a vanished desktop): its unsent bytes would hold a graceful
+# close, and so the whole shutdown, until the force limit. It is aborted instead.
+WS_CLOSE_WAIT_S = 2.0
 
 
 class GracefulServer(uvicorn.Server):
@@ -91,7 +96,16 @@ class GracefulServer(uvicorn.Server):
         if self.signalled_at is not None:
             remaining = self.force_s - (time.monotonic() - self.signalled_at)
             self.config.timeout_graceful_shutdown = max(0.0, remaining)  # type: ignore[assignment]
+        if self.loop is not None:
+            self.loop.call_later(min(WS_CLOSE_WAIT_S, self.grace_s), self._abort_unclosed_websockets)
         await super().shutdown(sockets)
+
+    def _abort_unclosed_websockets(self) -> None:
+        stuck = [c for c in list(self.server_state.connections) if isinstance(c, WebSocketsSansIOProtocol)]
+        for connection in stuck:
+            connection.transport.abort()
+        if stuck:
+            log.warning("websockets aborted: peers not reading their close frame", extra={"sockets": len(stuck)})
 
 
 def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> uvicorn.Config:

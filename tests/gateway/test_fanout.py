@@ -193,3 +193,35 @@ def test_sigterm_closes_every_socket_with_1012_and_exits_within_the_grace_period
     assert [c for c, _ in codes] == [1012, 1012, 1012]
     assert code == 0
     assert took < 5.0
+
+
+def test_sigterm_does_not_wait_for_a_peer_that_stopped_reading(settings: Settings) -> None:
+    """A desktop that vanished (or stopped reading) leaves unsent bytes behind: the 1012 close cannot be delivered,
+    and a graceful transport close would wait for it until the force limit. Shutdown still ends in the grace."""
+    env = {**GATEWAY_ENV, "SHUTDOWN_GRACE_MS": "5000", "SHUTDOWN_FORCE_MS": "20000"}
+    proc = ServiceProcess("ccsm_gateway", settings, env)
+    stuck: RawSocket | None = None
+    try:
+        proc.wait_started()
+        proc.wait_for_line("subscribed to db-changed")
+        stuck = RawSocket(proc.port, token_for(settings, user_id=3), rcvbuf=4096)
+        payload = orjson.dumps({"type": "db-changed", "reason": "pool-query", "pad": "x" * 16_000, "ts": 1})
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(500):  # 8 MB: more than the peer's window, the kernel's send buffer and the queue
+                pipe.publish(settings.redis_prefix + DB_CHANGED, payload)
+            pipe.execute()
+        finally:
+            client.close()
+        proc.wait_for_line("slow client closed")  # its queue overflowed: the peer is not draining
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        code = proc.wait_exit(30)
+        took = time.monotonic() - started
+    finally:
+        if stuck is not None:
+            stuck.close()
+        proc.stop()
+    assert code == 0
+    assert took < 5.0
