@@ -78,3 +78,39 @@ def test_no_generated_input_gives_a_500_or_breaks_the_documented_schema(
     assert failures == [], "\n\n".join(failures)
     assert counter[0] >= len(operations) * EXAMPLES_PER_OPERATION
     assert stack.proc.poll() is None
+
+
+class _Operation:
+    def __init__(self, method: str, path: str) -> None:
+        self.method, self.path, self.label = method, path, f"{method} {path}"
+
+
+class _Case:
+    def __init__(self, method: str, path: str) -> None:
+        self.operation = _Operation(method, path)
+
+
+class _Response:
+    def __init__(self, status_code: int) -> None:
+        self.status_code, self.text = status_code, "{}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "fails"),
+    [
+        ("GET", "/api/users", 500, True),
+        ("POST", "/api/items/jira-sync", 500, True),
+        ("POST", "/api/items/jira-sync", 502, False),
+        ("GET", "/api/users", 502, True),
+        ("GET", "/api/users", 404, False),
+    ],
+)
+def test_the_server_error_check_allows_only_the_documented_upstream_failure(
+    method: str, path: str, status: int, fails: bool
+) -> None:
+    case, response = _Case(method, path), _Response(status)
+    if fails:
+        with pytest.raises(AssertionError):
+            no_server_error(None, response, case)  # type: ignore[arg-type]
+    else:
+        no_server_error(None, response, case)  # type: ignore[arg-type]
