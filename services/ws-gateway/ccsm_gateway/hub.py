@@ -77,6 +77,10 @@ class Outbox:
     def text(self, text: str) -> bool:
         return self._offer({"type": "websocket.send", "text": text})
 
+    def offer(self, message: Message) -> bool:
+        """Queue an ASGI send message (shared between sockets by `Hub.broadcast`); False once closing."""
+        return self._offer(message)
+
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame after what is already queued; nothing is sent after it."""
         if self.closing:
@@ -214,8 +218,9 @@ class Hub:
     def broadcast(self, text: str) -> int:
         """Hand `text` to every open socket; returns how many took it. Never awaits."""
         sent = 0
+        message = {"type": "websocket.send", "text": text}  # one message for all: servers do not mutate it
         for box in list(self.clients):
-            if box.text(text):
+            if box.offer(message):
                 sent += 1
         self.delivered += sent
         return sent
