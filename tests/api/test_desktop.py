@@ -425,3 +425,35 @@ def test_recorded_duplicate_starts_are_still_success(fresh_db: Settings) -> None
         first = send(client, fresh_db, "POST /api/desktop/activities/start-task", 0)
         again = send(client, fresh_db, "POST /api/desktop/activities/start-task", 1)
     assert (first.json(), again.json()) == ({"success": True}, {"success": True, "duplicate": True})
+
+
+def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) -> None:
+    admin = auth(fresh_db, "admin")
+    with api(fresh_db) as client:
+        client.post("/api/desktop/activities/start-unallocated", headers=admin, json={"uuid": "refuse-1", "userId": 3})
+        before = snapshot(fresh_db)
+        for path, body in [
+            ("activities/start-task", {"uuid": "refuse-2", "userId": 103, "projectId": 1, "taskId": 1}),
+            ("activities/start-task", {"uuid": "refuse-3", "userId": 3, "projectId": 2**40, "taskId": 1}),
+            ("activities/start-task", {"uuid": "refuse-4", "userId": 3, "projectId": 1, "taskId": 1, "itemId": 2**40}),
+            ("activities/start-unallocated", {"uuid": "refuse-5", "userId": 3, "activityId": 99}),
+            ("activities/start-unallocated", {"uuid": "x" * 37, "userId": 3}),
+            (
+                "activities/complete",
+                {
+                    "uuid": "refuse-1",
+                    "userId": 3,
+                    "taskData": [{"dataDefId": 2, "valueType": "varchar", "value": "v" * 300}],
+                },
+            ),
+            (
+                "activities/complete",
+                {"uuid": "refuse-1", "userId": 3, "taskData": [{"dataDefId": 99, "valueType": "int", "value": 1}]},
+            ),
+            ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 2, "valueType": "varchar", "value": "v" * 300}),
+            ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 99, "valueType": "int", "value": 1}),
+        ]:
+            r = client.post(f"/api/desktop/{path}", headers=admin, json=body)
+            assert r.status_code == 400, (path, r.text)
+            assert set(r.json()) == {"error"}
+    assert snapshot(fresh_db) == before

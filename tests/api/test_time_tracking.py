@@ -189,3 +189,16 @@ def test_an_empty_date_falls_back_to_the_range_instead_of_matching_nothing(fresh
         )
     assert r.status_code == 200
     assert [row["id"] for row in r.json()] == [7, 6, 5, 4, 3, 2, 1]
+
+
+def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) -> None:
+    before = snapshot(fresh_db)
+    admin = auth(fresh_db, "admin")
+    base = {"userId": 3, "date": "2026-02-09", "activityId": 6, "startTime": "09:00", "endTime": "10:00"}
+    with api(fresh_db) as client:
+        for change in [{"userId": 103}, {"activityId": 99}, {"note": "n" * 70_000}]:
+            r = client.post("/api/time-tracking", headers=admin, json={**base, **change})
+            assert r.status_code == 400, change
+        r = client.put("/api/time-tracking/2/note", headers=admin, json={"note": "n" * 70_000})
+        assert r.status_code == 400
+    assert snapshot(fresh_db) == before

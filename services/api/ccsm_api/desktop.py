@@ -40,6 +40,7 @@ from .task_values import (
     normalize_type,
     parse_instant,
     parse_value,
+    refused_as_400,
     scoped_user_id,
 )
 
@@ -108,7 +109,7 @@ async def save_task_data(request: Request) -> Response:
         raise ApiError(400, "Invalid value type")
     value = parse_value(value_type, body.get("value"))
     db: Database = request.state.db
-    async with db.transaction() as cur:
+    async with refused_as_400("Invalid task data value"), db.transaction() as cur:
         await cur.execute(PROJECT_TASK_SQL, (project_id, task_id))
         project_task = await cur.fetchone()
         if project_task is None:
@@ -280,8 +281,8 @@ async def _start(
     try:
         async with db.transaction() as cur:
             await cur.execute(INSERT_SEGMENT_SQL, (uuid, user_id, *row))
-    except pymysql.err.IntegrityError as exc:
-        if exc.args and exc.args[0] == ER_DUP_ENTRY:
+    except (pymysql.err.IntegrityError, pymysql.err.DataError) as exc:
+        if isinstance(exc, pymysql.err.IntegrityError) and exc.args and exc.args[0] == ER_DUP_ENTRY:
             existing = await db.fetch_one(SEGMENT_OWNER_SQL, (uuid,))
             if existing is not None and existing["user_id"] != user_id:
                 raise ApiError(409, "uuid belongs to another user's segment") from None  # I-23
@@ -376,8 +377,8 @@ async def complete(request: Request) -> Response:
                     f"ON DUPLICATE KEY UPDATE {column} = VALUES({column}), updated_at = CURRENT_TIMESTAMP",
                     (uuid, def_id, value),
                 )
-            except pymysql.err.IntegrityError:
-                raise ApiError(400, "Unknown data definition in taskData") from None
+            except (pymysql.err.IntegrityError, pymysql.err.DataError):
+                raise ApiError(400, "Invalid taskData (unknown definition or a value its column cannot hold)") from None
         if note:
             if segment["activity_id"] == 2:
                 # I-8: the note's author is the segment's owner, not whoever sent the completion.

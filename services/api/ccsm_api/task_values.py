@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pymysql
 
 from ccsm_core.errors import ApiError
 from ccsm_core.guard import Principal
@@ -189,3 +192,16 @@ def parse_instant(raw: Any, now: dt.datetime | None = None) -> dt.datetime:
 def mysql_datetime(value: dt.datetime) -> str:
     """`formatMySQLDatetime`: whole seconds, server-local (= UTC) wall time."""
     return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# A write the database refuses because of the values (unknown referenced id, out-of-range number, text too long
+# for its column) is the client's mistake: a 400 rather than the old 500 (fix 1).
+REFUSED_WRITES = (pymysql.err.IntegrityError, pymysql.err.DataError)
+
+
+@asynccontextmanager
+async def refused_as_400(message: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except REFUSED_WRITES:
+        raise ApiError(400, message) from None

@@ -25,7 +25,7 @@ from ccsm_core.guard import STAFF, Principal
 from ccsm_core.params import js_number, positive_number, query_value
 from ccsm_core.service import route
 
-from .task_values import may_act_on, scoped_user_id
+from .task_values import may_act_on, refused_as_400, scoped_user_id
 
 RANGE_REQUIRED = "userId and either date or dateFrom/dateTo are required"
 OVERLAP = "Time range overlaps an existing entry."
@@ -110,6 +110,8 @@ def _wall(date: str, minutes: int) -> str:
 
 async def _lock_user_and_check_overlap(cur: Any, user_id: int, start: str, end: str, exclude_id: int) -> None:
     await cur.execute(LOCK_USER_SQL, (user_id,))
+    if await cur.fetchone() is None:
+        raise ApiError(400, "Unknown userId")  # used to be a foreign-key 500
     await cur.execute(OVERLAP_SQL, (user_id, exclude_id, end, start))
     if await cur.fetchone():
         raise ApiError(409, OVERLAP)
@@ -142,7 +144,7 @@ async def create_entry(request: Request) -> Response:
     new_uuid = str(uuidlib.uuid4())
     start_s, end_s = _wall(date, start), _wall(date, end)
     db: Database = request.state.db
-    async with db.transaction() as cur:
+    async with refused_as_400("Invalid time entry (unknown activity, or a value too large)"), db.transaction() as cur:
         await _lock_user_and_check_overlap(cur, user_id, start_s, end_s, 0)
         await cur.execute(
             INSERT_MANUAL_SQL,
@@ -209,7 +211,7 @@ async def update_entry(request: Request) -> Response:
     if end:
         duration = (int(end[:2]) * 60 + int(end[3:])) - (int(start[:2]) * 60 + int(start[3:]))
     db: Database = request.state.db
-    async with db.transaction() as cur:
+    async with refused_as_400("Invalid time entry (a value too large)"), db.transaction() as cur:
         await cur.execute(SELECT_ENTRY_FOR_UPDATE_SQL, (entry_id,))
         row = await cur.fetchone()
         if row is None:
@@ -237,7 +239,7 @@ async def update_note(request: Request) -> Response:
     elif isinstance(note, int | float):
         note = str(note)
     db: Database = request.state.db
-    async with db.transaction() as cur:
+    async with refused_as_400("note is too long"), db.transaction() as cur:
         await cur.execute(SELECT_ENTRY_FOR_UPDATE_SQL, (entry_id,))
         row = await cur.fetchone()
         if row is None:
