@@ -39,6 +39,7 @@ QUEUE_LIMIT = 64  # frames waiting behind a blocked send; the publisher emits at
 RESUBSCRIBE_START_S = 0.1
 RESUBSCRIBE_MAX_S = 5.0
 POLL_TIMEOUT_S = 1.0
+PING_EVERY_S = 10.0  # on the subscription connection; 3 intervals without a reply count as a lost subscription
 
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHORIZED = 4401
@@ -173,8 +174,16 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
 
 
 class Hub:
-    def __init__(self, settings: Settings, keyspace: Keyspace, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keyspace: Keyspace,
+        queue_limit: int = QUEUE_LIMIT,
+        ping_every_s: float = PING_EVERY_S,
+    ) -> None:
         self.settings = settings
+        self.ping_every_s = ping_every_s
+        self.poll_s = min(POLL_TIMEOUT_S, ping_every_s)
         self.keyspace = keyspace
         self.queue_limit = queue_limit
         self.clients: set[Outbox] = set()
@@ -240,7 +249,6 @@ class Hub:
             self.settings.redis_url,
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
-            health_check_interval=10,
             client_name=self.client_name,
         )
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -269,10 +277,21 @@ class Hub:
                 else:
                     log.info("subscribed to db-changed", extra={"channel": channels[0]})
                 backoff = RESUBSCRIBE_START_S
+                loop = asyncio.get_running_loop()
+                heard = next_ping = loop.time()
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_TIMEOUT_S)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
+                    now = loop.time()
                     if message is not None:
+                        heard = now
                         self._dispatch(message)
+                    # A Redis that vanished without a reset (host gone, network partition) never ends the read:
+                    # ping it, and treat silence well past the ping interval as a lost subscription.
+                    if now - heard > 3 * self.ping_every_s:
+                        raise ConnectionError("subscription silent")
+                    if now >= next_ping:
+                        await pubsub.ping()
+                        next_ping = now + self.ping_every_s
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
