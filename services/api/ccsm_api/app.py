@@ -16,6 +16,9 @@ from ccsm_core.settings import Settings, load_settings
 
 def routes() -> list[BaseRoute]:
     return [
+        # The desktop facade first: its bootstrap is the hottest path (the resync storm), and Starlette tries routes
+        # in order. Its paths (and its /api/desktop catch-all) overlap no other route.
+        *desktop.routes(),
         route("/api/openapi.json", openapi_json),  # the OpenAPI 3.1 document of every /api route (no auth)
         # users, customers, lookups, items (contract-core §4-§7); the fixed paths come before the `:id` ones
         route("/api/users", users.list_users),
@@ -36,10 +39,9 @@ def routes() -> list[BaseRoute]:
         route("/api/items/jira-sync", jira.jira_sync, ["POST"]),
         route("/api/items", items.list_items),
         route("/api/items", items.create_items, ["POST"]),
-        # projects, time tracking and the desktop facade (contract-work §2-§4; D1 is the auth service's)
+        # projects and time tracking (contract-work §2-§3; the desktop facade is at the top, D1 is the auth service's)
         *projects.routes(),
         *time_tracking.routes(),
-        *desktop.routes(),
     ]
 
 
