@@ -7,7 +7,8 @@ One gateway process (`python -m ccsm_gateway`, the production server settings) o
 private key prefix. The load comes from several worker processes (a process may open at most 20,000 files here),
 each holding its share of sockets with a lean asyncio client (raw frames, answers pings) so that the clients'
 own parsing stays small next to the server's work. Each broadcast is a `db-changed` frame published on Redis
-carrying its publish time; latency = receive time - publish time, per socket.
+carrying its publish time; latency = receive time - publish time, per socket. The two servers are measured
+broadcast by broadcast in turn, under the same background load. Gateway log: $TMPDIR/ccsm-bench-ws-gateway-<pid>.log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from multiprocessing.connection import Connection
@@ -124,10 +126,12 @@ def masked_text(text: bytes) -> bytes:
 
 
 class Worker:
+    """One load process: its sockets per server port, and the latencies seen per broadcast sequence number."""
+
     def __init__(self) -> None:
-        self.conns: list[Lean] = []
+        self.conns: dict[int, list[Lean]] = {}
         self.latencies: dict[int, list[float]] = {}
-        self.waiters: dict[int, asyncio.Event] = {}
+        self.waiters: dict[int, tuple[int, asyncio.Event]] = {}
         self.lost = 0
 
     def record(self, seq: Any, latency: float) -> None:
@@ -135,8 +139,9 @@ class Worker:
             return
         bucket = self.latencies.setdefault(seq, [])
         bucket.append(latency)
-        if len(bucket) >= len(self.conns) and seq in self.waiters:
-            self.waiters[seq].set()
+        waiter = self.waiters.get(seq)
+        if waiter is not None and len(bucket) >= waiter[0]:
+            waiter[1].set()
 
     async def open_many(self, port: int, n: int, token: str, user_id: int, concurrency: int, identify: bool) -> float:
         loop = asyncio.get_running_loop()
@@ -161,25 +166,31 @@ class Worker:
 
         started = time.time()
         conns = await asyncio.gather(*(one() for _ in range(n)))
-        self.conns.extend(conns)
+        self.conns.setdefault(port, []).extend(conns)
         if identify:
             done = await asyncio.gather(*(c.identified for c in conns if c.identified is not None))
             return max(done) - started
         return time.time() - started
 
-    async def expect(self, seq: int, within: float) -> list[float]:
-        event = self.waiters.setdefault(seq, asyncio.Event())
-        if len(self.latencies.get(seq, ())) >= len(self.conns):
+    async def expect(self, seq: int, port: int, within: float) -> list[float]:
+        want = len(self.conns.get(port, ()))
+        event = asyncio.Event()
+        self.waiters[seq] = (want, event)
+        if len(self.latencies.get(seq, ())) >= want:
             event.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), within)
+        self.waiters.pop(seq, None)
         return self.latencies.pop(seq, [])
 
-    def close_all(self) -> None:
-        for c in self.conns:
-            if c.transport is not None:
-                c.transport.abort()
-        self.conns = []
+    def close_all(self, port: int | None = None) -> None:
+        for p in [port] if port is not None else list(self.conns):
+            for c in self.conns.pop(p, []):
+                if c.transport is not None:
+                    c.transport.abort()
+
+    def count(self, port: int) -> int:
+        return len(self.conns.get(port, ()))
 
 
 def worker_main(conn: Connection) -> None:
@@ -193,12 +204,15 @@ def worker_main(conn: Connection) -> None:
             if command == "open":
                 conn.send(await worker.open_many(*args))
             elif command == "expect":
-                conn.send(await worker.expect(*args))
+                # start waiting before the orchestrator publishes
+                task = loop.create_task(worker.expect(*args))
+                conn.send("armed")
+                conn.send(await task)
             elif command == "close":
-                worker.close_all()
-                conn.send(len(worker.conns))
+                worker.close_all(*args)
+                conn.send(None)
             elif command == "count":
-                conn.send(len(worker.conns))
+                conn.send(worker.count(*args))
             elif command == "quit":
                 worker.close_all()
                 conn.send(None)
@@ -268,29 +282,27 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], path: str | None = "/re
     raise RuntimeError("server not ready")
 
 
-def fanout(pool: Pool, r: redis.Redis, channel: str, seq0: int) -> dict[str, float]:
-    """PUBLISHES_PER_POINT broadcasts, one at a time; latency percentiles over every (socket, broadcast)."""
-    all_latencies: list[float] = []
-    completes: list[float] = []
-    expected = sum(pool.all("count"))
-    for k in range(PUBLISHES_PER_POINT):
-        seq = seq0 + k
-        for pipe in pool.pipes:
-            pipe.send(("expect", (seq, 30.0)))
-        t = time.time()
-        event = {"type": "db-changed", "reason": "bench", "ts": int(t * 1000), "seq": seq, "t": t}
-        r.publish(channel, orjson.dumps(event))
-        got = [lat for pipe in pool.pipes for lat in pipe.recv()]
-        if len(got) < expected:
-            print(f"  ! broadcast {seq}: {len(got)}/{expected} sockets received it", flush=True)
-        all_latencies.extend(got)
-        completes.append(max(got) if got else float("nan"))
-    all_latencies.sort()
-    q = statistics.quantiles(all_latencies, n=100, method="inclusive")
+def broadcast_once(pool: Pool, r: redis.Redis, channel: str, port: int, seq: int) -> list[float]:
+    """One broadcast to one server's sockets; every socket's publish-to-receive latency (s)."""
+    for pipe in pool.pipes:
+        pipe.send(("expect", (seq, port, 30.0)))
+    for pipe in pool.pipes:
+        assert pipe.recv() == "armed"
+    t = time.time()
+    r.publish(channel, orjson.dumps({"type": "db-changed", "reason": "bench", "ts": int(t * 1000), "seq": seq, "t": t}))
+    return [lat for pipe in pool.pipes for lat in pipe.recv()]
+
+
+def summarise(runs: list[list[float]], expected: int) -> dict[str, float]:
+    pooled = sorted(lat for run in runs for lat in run)
+    short = [len(run) for run in runs if len(run) < expected]
+    if short:
+        print(f"  ! some broadcasts reached only {short} of {expected} sockets", flush=True)
+    q = statistics.quantiles(pooled, n=100, method="inclusive")
     return {
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
-        "all_ms": statistics.median(completes) * 1000,  # time until the last socket had it (median of runs)
+        "all_ms": statistics.median(max(run) for run in runs) * 1000,  # until the last socket had it
     }
 
 
@@ -303,73 +315,80 @@ def main() -> None:
 
     prefix = f"ccsm-bench-{uuid.uuid4().hex[:8]}:"
     settings = make_settings(redis_prefix=prefix, log_level="warning")
-    channel = prefix + "events:db-changed"
+    gw_channel = prefix + "events:db-changed"
+    bare_channel = prefix + "bench:bare"
     token = TokenService(settings.jwt_secret).issue(2, 2, "mreyes")
     r = redis.Redis.from_url(settings.redis_url)
-    results: dict[str, Any] = {}
     gw_port, bare_port = free_port(), free_port()
 
     env = {**os.environ, **settings_env(settings), "PORT": str(gw_port), "HOST": "127.0.0.1"}
+    log_path = Path(tempfile.gettempdir()) / f"ccsm-bench-ws-gateway-{os.getpid()}.log"
+    log_file = log_path.open("w")
     gateway = subprocess.Popen(
         [sys.executable, "-m", "ccsm_gateway"],
         env=env,
         cwd=str(ROOT / "tests"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     bare = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "ws_bare_server.py"), str(bare_port), settings.redis_url, channel],
+        [sys.executable, str(ROOT / "bench" / "ws_bare_server.py"), str(bare_port), settings.redis_url, bare_channel],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    servers = {"gateway": (gw_port, gateway, gw_channel), "bare websockets": (bare_port, bare, bare_channel)}
     pool = Pool(args.workers)
     try:
         wait_ready(gw_port, gateway)
         wait_ready(bare_port, bare, path=None)
+        base = {name: rss_kib(proc.pid) for name, (_, proc, _) in servers.items()}
+        opened = 0
         seq = 0
-        for name, port, proc in (("gateway", gw_port, gateway), ("bare websockets", bare_port, bare)):
-            print(f"== {name}", flush=True)
-            base = rss_kib(proc.pid)
-            opened = 0
-            for target in (args.small, args.clients):
-                per = split(target - opened, args.workers)
+        summary: dict[str, dict[str, float]] = {}
+        for target in (args.small, args.clients):
+            per = split(target - opened, args.workers)
+            for name, (port, proc, _) in servers.items():
                 t = time.time()
                 pool.call("open", [(port, n, token, 2, 200, False) for n in per])
-                opened = target
                 rss = rss_kib(proc.pid)
-                per_conn = (rss - base) * 1024 / opened / 1024
+                per_socket = (rss - base[name]) / target
+                summary[f"{name}/rss"] = {"kib": per_socket}
                 print(
-                    f"  {opened} sockets open in {time.time() - t:.1f}s; RSS {rss / 1024:.0f} MiB "
-                    f"({per_conn:.1f} KiB/socket over the idle process)",
+                    f"{name}: {target} sockets open in {time.time() - t:.1f}s; RSS {rss / 1024:.0f} MiB "
+                    f"({per_socket:.1f} KiB/socket over the idle process)",
                     flush=True,
                 )
-                stats = fanout(pool, r, channel, seq)
-                seq += PUBLISHES_PER_POINT
+            opened = target
+            # Alternate the two servers broadcast by broadcast, so both see the same background load.
+            runs: dict[str, list[list[float]]] = {name: [] for name in servers}
+            for _ in range(PUBLISHES_PER_POINT):
+                for name, (port, _, channel) in servers.items():
+                    runs[name].append(broadcast_once(pool, r, channel, port, seq))
+                    seq += 1
+            for name in servers:
+                stats = summarise(runs[name], opened)
+                summary[f"{name}/{opened}"] = stats
                 print(
-                    f"  fan-out to {opened}: all received in {stats['all_ms']:.0f} ms; "
-                    f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms",
+                    f"{name}: fan-out to {opened}: all received in {stats['all_ms']:.0f} ms (median of "
+                    f"{PUBLISHES_PER_POINT}); p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms",
                     flush=True,
                 )
-                results[f"{name}/{opened}"] = {**stats, "rss_kib_per_socket": per_conn}
-            # the reconnect storm (every socket dropped, then all reconnect and identify at once); the gateway only:
-            # the bare server took 75-140 s here, which would push a run past its 4 minutes
-            pool.all("close")
-            if name != "gateway":
-                continue
-            t = time.time()
-            took = pool.call("open", [(port, n, token, 2, 100_000, True) for n in split(opened, args.workers)])
-            print(
-                f"  reconnect storm: {opened} sockets reconnected and identified in "
-                f"{max(took):.1f} s (wall {time.time() - t:.1f} s)",
-                flush=True,
-            )
-            results[f"{name}/storm_s"] = max(took)
-            pool.all("close")
-        g, b = results[f"gateway/{args.clients}"], results[f"bare websockets/{args.clients}"]
+        g, b = summary[f"gateway/{opened}"], summary[f"bare websockets/{opened}"]
         print(
-            f"== ratios at {args.clients} (gateway / bare websockets): p99 {g['p99_ms'] / b['p99_ms']:.2f}, "
-            f"all-received {g['all_ms'] / b['all_ms']:.2f}, RSS/socket "
-            f"{g['rss_kib_per_socket'] / b['rss_kib_per_socket']:.2f}",
+            f"ratios at {opened} (gateway / bare websockets): p99 {g['p99_ms'] / b['p99_ms']:.2f}, all-received "
+            f"{g['all_ms'] / b['all_ms']:.2f}, RSS/socket "
+            f"{summary['gateway/rss']['kib'] / summary['bare websockets/rss']['kib']:.2f}",
+            flush=True,
+        )
+        # The reconnect storm, on the gateway only (the bare server took 75-140 s for it here, past the 4 minutes):
+        # every socket dropped at once, then all reconnect and identify at once.
+        pool.all("close", bare_port)
+        pool.all("close", gw_port)
+        t = time.time()
+        took = pool.call("open", [(gw_port, n, token, 2, 100_000, True) for n in split(opened, args.workers)])
+        print(
+            f"gateway: reconnect storm: {opened} sockets reconnected and identified in {max(took):.1f} s "
+            f"(wall {time.time() - t:.1f} s)",
             flush=True,
         )
     finally:
