@@ -63,7 +63,7 @@ def resync_frame() -> str:
 class Outbox:
     """What a socket still has to send; see the module docstring. Never awaited by the publisher."""
 
-    __slots__ = ("_pending", "_task", "closing", "dropped", "hub", "limit", "send", "user_id")
+    __slots__ = ("_pending", "_task", "closing", "hub", "limit", "send", "user_id")
 
     def __init__(self, send: Send, hub: Hub, limit: int = QUEUE_LIMIT) -> None:
         self.send = send
@@ -71,7 +71,6 @@ class Outbox:
         self.limit = limit
         self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
         self.closing = False
-        self.dropped = False
         self._pending: deque[Message] | None = None
         self._task: asyncio.Task[None] | None = None
 
