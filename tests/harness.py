@@ -187,7 +187,14 @@ class ServiceProcess:
                 return line
 
     def wait_started(self, timeout: float = 20.0) -> ServiceProcess:
-        self.wait_for_line("Uvicorn running on", timeout)  # printed once the socket is bound
+        """Wait until uvicorn says the socket is bound; a process that never gets there is killed, so a failed
+        start never leaves an orphan behind (the caller's clean-up would not run)."""
+        try:
+            self.wait_for_line("Uvicorn running on", timeout)
+        except BaseException:
+            self.proc.kill()
+            self.wait_exit(10)
+            raise
         return self
 
     def log_events(self) -> list[dict[str, Any]]:
