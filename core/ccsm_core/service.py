@@ -25,10 +25,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ccsm_core import lifecycle as ops
 from ccsm_core.db import Database
+from ccsm_core.edge import EdgeMiddleware, TrustedProxies
 from ccsm_core.errors import ApiError, classify, error_response
 from ccsm_core.events import ChangePublisher
 from ccsm_core.guard import Guard, RevocationListener, UserStateCache
-from ccsm_core.http import EdgeMiddleware, TrustedProxies
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.lifecycle import Lifecycle
 from ccsm_core.settings import Settings

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from ccsm_core.http import header
+from ccsm_core.edge import header
 from ccsm_core.params import positive_number
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from ccsm_core import service
 from ccsm_core.codec import json_response, read_object
+from ccsm_core.edge import HELMET_HEADERS, TrustedProxies
 from ccsm_core.errors import ApiError
-from ccsm_core.http import HELMET_HEADERS, TrustedProxies
 from ccsm_core.settings import Settings
 from tests.harness import make_settings
 
@@ -128,13 +128,13 @@ def test_a_body_just_under_the_limit_is_accepted(client: TestClient) -> None:
 def test_unexpected_exception_is_500_without_internals_and_logged_with_request_id(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="ccsm.http"):
+    with caplog.at_level(logging.ERROR, logger="ccsm.edge"):
         r = client.get("/api/boom", headers={"x-request-id": "req-boom-1"})
     assert r.status_code == 500
     assert r.json() == {"error": "Internal server error"}
     assert "secret internals" not in r.text
     assert r.headers["x-request-id"] == "req-boom-1"
-    records = [rec for rec in caplog.records if rec.name == "ccsm.http"]
+    records = [rec for rec in caplog.records if rec.name == "ccsm.edge"]
     assert records
     assert records[0].exc_info is not None
 

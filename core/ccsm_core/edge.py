@@ -25,7 +25,7 @@ from ccsm_core.errors import MESSAGES, ApiError, classify
 from ccsm_core.logs import request_id_var
 from ccsm_core.settings import Settings
 
-log = logging.getLogger("ccsm.http")
+log = logging.getLogger("ccsm.edge")
 access = logging.getLogger("ccsm.access")
 
 # helmet 8 defaults, as listed in the spec README ("Security headers") and contract-core §8.4.
