@@ -17,6 +17,9 @@ once. This module makes those requests cheap and never stale:
   reads its own identity there and nothing else about other users; §4.18). Every list names its columns instead
   of `SELECT *`, so a new column never leaks by itself; the keys and values are those of the old payload.
 - If Redis cannot be read the cache is bypassed (each request does its own pass) rather than risk serving stale data.
+- **Other reads.** The same version keys `cached(key, build)`: the encoded body of any read that depends only on
+  the database and `key` (the reference lists of /api/lookups, a project's items). Same freshness rule, same
+  single flight; this is what takes the database off the hot path of those endpoints (issue 5's throughput goal).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, MutableMapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ from ccsm_core.settings import Settings
 log = logging.getLogger("ccsm.api.bootstrap")
 
 MAX_AGE_S = 30.0
+MAX_BODIES = 1024  # cached read bodies per process (a few reference lists plus one per project's items)
 REDIS_TIMEOUT_S = 0.5
 DEFAULT_ENABLED = True  # the benchmark's uncached baseline turns this off before creating the app
 CACHE_CONTROL = "private, no-cache"
@@ -142,6 +146,8 @@ class BootstrapCache:
         self._background: set[asyncio.Task[None]] = set()
         self.builds = 0  # passes over the database (tests and the benchmark read it)
         self._warned_at = -1e9
+        self._bodies: dict[Hashable, tuple[Version, float, bytes]] = {}
+        self._body_flights: dict[tuple[Hashable, Version], asyncio.Task[bytes]] = {}
 
     # --- the write side ----------------------------------------------------------------------------------------
 
@@ -198,6 +204,35 @@ class BootstrapCache:
             flight.add_done_callback(lambda task, v=version: self._landed(v, task))  # type: ignore[misc]
         return await asyncio.shield(flight)
 
+    async def cached(self, key: Hashable, build: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The body `build()` makes for `key`, from memory while the data version is unchanged (and younger than
+        `max_age_s`); concurrent misses for one key and version share one build."""
+        if not self.enabled:
+            return await build()
+        version = await self._version()
+        if version is None:
+            return await build()
+        hit = self._bodies.get(key)
+        if hit is not None and hit[0] == version and time.monotonic() - hit[1] < self.max_age_s:
+            return hit[2]
+        flight_key = (key, version)
+        flight = self._body_flights.get(flight_key)
+        if flight is None:
+            flight = asyncio.get_running_loop().create_task(_build_body(build))
+            self._body_flights[flight_key] = flight
+            flight.add_done_callback(lambda task, k=flight_key: self._body_landed(k, task))  # type: ignore[misc]
+        return await asyncio.shield(flight)
+
+    def _body_landed(self, flight_key: tuple[Hashable, Version], task: asyncio.Task[bytes]) -> None:
+        self._body_flights.pop(flight_key, None)
+        if task.cancelled() or task.exception() is not None:  # exception() also marks it retrieved
+            return
+        key, version = flight_key
+        if self.local_version == version[1]:  # no commit in this process while it was built
+            if len(self._bodies) >= MAX_BODIES:
+                self._bodies.clear()
+            self._bodies[key] = (version, time.monotonic(), task.result())
+
     def _landed(self, version: Version, task: asyncio.Task[Payload]) -> None:
         self._flights.pop(version, None)
         if task.cancelled() or task.exception() is not None:  # exception() also marks it retrieved
@@ -238,6 +273,10 @@ class BootstrapCache:
             tail_digest=hashlib.blake2b(tail, digest_size=16).digest(),
             user_rows=rows,
         )
+
+
+async def _build_body(build: Callable[[], Awaitable[bytes]]) -> bytes:
+    return await build()
 
 
 def _matches(header: str | None, etag: str) -> bool:
