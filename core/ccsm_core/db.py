@@ -87,7 +87,11 @@ class Database:
         if self.pool is None:
             raise ServiceUnavailable()
         try:
-            conn = await asyncio.wait_for(self.pool.acquire(), self.settings.db_acquire_timeout_s)
+            if self.pool.freesize:
+                # A free connection is handed over at once: no timer task for the common case.
+                conn = await self.pool.acquire()
+            else:
+                conn = await asyncio.wait_for(self.pool.acquire(), self.settings.db_acquire_timeout_s)
         except Exception as exc:
             if is_db_unavailable(exc):
                 raise ServiceUnavailable() from exc

@@ -361,3 +361,20 @@ def test_a_retired_previous_secret_stops_working() -> None:
 )
 def test_the_bearer_header_is_read_like_the_old_guard(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_a_token_remembered_as_verified_still_expires() -> None:
+    service = TokenService("k" * 40, expires_seconds=60)
+    token = service.issue(7, 2, "someone", now=1_000_000)
+    assert service.verify(token, now=1_000_010).sub == 7  # verified, and now remembered
+    assert service.verify(token, now=1_000_020).sub == 7
+    with pytest.raises(TokenError):
+        service.verify(token, now=1_000_000 + 60 + 6)
+
+
+def test_a_rejected_token_is_never_remembered() -> None:
+    service = TokenService("k" * 40)
+    forged = TokenService("x" * 40).issue(1, 1, "admin")
+    for _ in range(2):
+        with pytest.raises(TokenError):
+            service.verify(forged)
