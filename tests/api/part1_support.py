@@ -9,47 +9,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
 import redis
 from starlette.testclient import TestClient
 
 from ccsm_api.app import create_app
-from ccsm_core.db import connect_sync
 from ccsm_core.settings import Settings
-from ccsm_core.tokens import TokenService
-from tests.harness import ROOT
-
-EXAMPLES: list[dict[str, Any]] = orjson.loads((ROOT / "fixtures" / "examples.json").read_bytes())
-
-# Seed users (fixtures/seed.sql header): id, role, login.
-SEED_USERS = {
-    "admin": (1, 1, "admin"),
-    "mreyes": (2, 2, "mreyes"),
-    "pnair": (3, 2, "pnair"),
-    "tbecker": (4, 2, "tbecker"),  # inactive
-    "customer": (5, 3, "pwcourt"),
-}
-
-
-def call(endpoint: str, index: int) -> dict[str, Any]:
-    """One recorded call of the old backend, e.g. `call("GET /api/users", 0)`."""
-    for entry in EXAMPLES:
-        if entry["endpoint"] == endpoint:
-            recorded: dict[str, Any] = entry["calls"][index]
-            return recorded
-    raise KeyError(endpoint)
-
-
-def token(settings: Settings, who: str, expires_seconds: int = 3600, now: float | None = None) -> str:
-    user_id, role, login = SEED_USERS[who]
-    return TokenService(settings.jwt_secret, expires_seconds=expires_seconds).issue(user_id, role, login, now=now)
-
-
-def auth(settings: Settings, who: str | None) -> dict[str, str]:
-    """Headers for the old transcript's `who` (`admin`, `mreyes`, `customer`, `(no token)`)."""
-    if who is None or who == "(no token)":
-        return {}
-    return {"Authorization": f"Bearer {token(settings, who)}"}
+from tests.api.transcript import EXAMPLES as EXAMPLES
+from tests.api.transcript import SEED_USERS as SEED_USERS
+from tests.api.transcript import auth as auth
+from tests.api.transcript import call as call
+from tests.api.transcript import query as query
+from tests.api.transcript import replay as replay
+from tests.api.transcript import token as token
 
 
 def expired_auth(settings: Settings, who: str) -> dict[str, str]:
@@ -65,24 +36,6 @@ def fast(settings: Settings, **overrides: Any) -> Settings:
 def api(settings: Settings, **overrides: Any) -> Iterator[TestClient]:
     with TestClient(create_app(fast(settings, **overrides))) as client:
         yield client
-
-
-def replay(client: TestClient, settings: Settings, endpoint: str, index: int, url: str | None = None) -> None:
-    """Send a recorded request and assert the status and body are the recorded ones."""
-    rec = call(endpoint, index)
-    r = client.request(rec["method"], url or rec["url"], headers=auth(settings, rec["who"]), json=rec["body"])
-    assert (r.status_code, r.json()) == (rec["status"], rec["response"]), rec["note"]
-
-
-def query(settings: Settings, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    conn = connect_sync(settings, settings.db_name)
-    try:
-        cur = conn.cursor()
-        cur.execute(sql, args)
-        names = [d[0] for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        conn.close()
 
 
 def open_transactions(settings: Settings) -> int:
