@@ -9,6 +9,11 @@ driven inline with no task at all. Only when the server's transport is paused (t
 send continue in a task of its own, and later frames queue behind it in a bounded deque; a socket whose deque
 overflows is closed with 1013 (try again later) and dropped from the fan-out, so it cannot slow the others.
 
+Broadcasts take a shortcut past the ASGI `send` (see `direct_protocol`): the wire bytes of a server text frame are
+the same for every socket (no compression, server frames unmasked), so a broadcast frame is serialised once and
+written straight to each writable socket's transport; everything else (replies, closes, paused sockets) goes
+through the Outbox as above.
+
 When the subscription breaks (Redis restarted, the connection killed) it is re-established with back-off, and
 every socket then receives `db-changed` with reason `resync`: it may have missed events in the gap.
 """
@@ -29,6 +34,21 @@ import redis.asyncio as aioredis
 
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.settings import Settings
+
+# The broadcast shortcut depends on internals of uvicorn 0.54.0 (websockets_sansio_impl.WebSocketsSansIOProtocol:
+# `conn`, `transport`, `writable`, `close_sent`, `disconnected`, `handshake_complete`, `initial_response`; its
+# `send` writes `b"".join(conn.data_to_send())` after `conn.send_text(text.encode())`) and of websockets 17.4
+# (protocol.Protocol: `state`, `side`, `extensions`, `expect_continuation_frame`, `writes`, `debug`; `send_text`
+# -> `send_frame` -> `Frame.serialize(mask=side is CLIENT, extensions=extensions)`). Whatever is missing turns it
+# off (`direct_protocol` returns None), never the socket.
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.protocol import Side, State
+except ImportError:  # pragma: no cover - a uvicorn or websockets without these modules: every frame via `send`
+    DIRECT_WRITES = False
+else:
+    DIRECT_WRITES = True
 
 log = logging.getLogger("ccsm.gateway")
 
@@ -60,13 +80,64 @@ def resync_frame() -> str:
     return frame(type="db-changed", reason="resync")
 
 
+def direct_protocol(send: Send) -> Any:
+    """The uvicorn protocol object behind `send` when broadcast frames may be written straight to its transport,
+    else None (another server, `send` wrapped by a middleware, compression negotiated, internals changed)."""
+    if not DIRECT_WRITES:
+        return None
+    proto = getattr(send, "__self__", None)
+    # Exactly uvicorn's bound `send` (not a subclass's, not a wrapper): its checks are the ones `writable` repeats.
+    if (
+        type(proto) is not WebSocketsSansIOProtocol
+        or getattr(send, "__func__", None) is not WebSocketsSansIOProtocol.send
+    ):
+        return None
+    try:
+        conn = proto.conn
+        if conn.side is not Side.SERVER or conn.extensions or conn.debug:  # masked / deflated / logged frames
+            return None
+        writable(proto)  # every attribute it reads exists
+        proto.transport.write  # noqa: B018
+    except Exception:
+        return None
+    return proto
+
+
+def writable(proto: Any) -> bool:
+    """Whether uvicorn's `send` of a text frame would write it at once (what it checks, plus what websockets'
+    `send_text` checks), with nothing of the socket's left unwritten: only then may a frame go straight out."""
+    conn = proto.conn
+    return (
+        conn.state is State.OPEN  # no close sent or received (websockets raises InvalidState otherwise)
+        and not conn.expect_continuation_frame
+        and not conn.writes
+        and proto.handshake_complete
+        and proto.initial_response is None
+        and not proto.close_sent
+        and not proto.disconnected
+        and proto.writable.is_set()  # the transport is not paused (its buffer is below the high-water mark)
+        and not proto.transport.is_closing()
+    )
+
+
+def wire_text_frame(text: str) -> bytes | None:
+    """The bytes websockets writes for `text` as one unmasked server frame without extensions."""
+    if not DIRECT_WRITES:
+        return None
+    try:
+        return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+    except Exception:  # pragma: no cover - a websockets whose Frame changed: every frame via `send`
+        return None
+
+
 class Outbox:
     """What a socket still has to send; see the module docstring. Never awaited by the publisher."""
 
-    __slots__ = ("_pending", "_task", "closing", "hub", "limit", "send", "user_id")
+    __slots__ = ("_pending", "_task", "closing", "direct", "hub", "limit", "send", "user_id")
 
     def __init__(self, send: Send, hub: Hub, limit: int = QUEUE_LIMIT) -> None:
         self.send = send
+        self.direct: Any = direct_protocol(send) if hub.direct_writes else None  # see `write_frame`
         self.hub = hub
         self.limit = limit
         self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
@@ -80,6 +151,24 @@ class Outbox:
     def offer(self, message: Message) -> bool:
         """Queue an ASGI send message (shared between sockets by `Hub.broadcast`); False once closing."""
         return self._offer(message)
+
+    def write_frame(self, wire: bytes) -> bool:
+        """Write a serialised broadcast frame straight to the transport, as uvicorn's `send` would have written it,
+        when nothing is in flight or queued and the transport is writable; False: use `offer` instead."""
+        proto = self.direct
+        if proto is None or self._task is not None or self.closing:
+            return False
+        try:
+            if not writable(proto):
+                return False
+        except Exception:  # pragma: no cover - uvicorn's or websockets' internals changed under us
+            self.direct = None
+            return False
+        try:
+            proto.transport.write(wire)
+        except Exception:
+            self._gone()  # as when uvicorn's `send` raises: the peer is gone
+        return True
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame after what is already queued; nothing is sent after it."""
@@ -179,8 +268,10 @@ class Hub:
         keyspace: Keyspace,
         queue_limit: int = QUEUE_LIMIT,
         ping_every_s: float = PING_EVERY_S,
+        direct_writes: bool = DIRECT_WRITES,
     ) -> None:
         self.settings = settings
+        self.direct_writes = direct_writes  # off: every frame through the ASGI `send`
         self.ping_every_s = ping_every_s
         self.poll_s = min(POLL_TIMEOUT_S, ping_every_s)
         self.keyspace = keyspace
@@ -191,6 +282,7 @@ class Hub:
         self.subscriptions = 0  # how many times the subscription was (re)established
         self.slow_closed = 0
         self.delivered = 0
+        self.direct_delivered = 0  # of `delivered`: written straight to the transport (`Outbox.write_frame`)
         # Named so an operator (or a test) can find this connection: CLIENT LIST TYPE pubsub.
         self.client_name = f"{keyspace.prefix}ws-gateway:{os.getpid()}".replace(" ", "_")
         self._redis: aioredis.Redis | None = None
@@ -227,9 +319,15 @@ class Hub:
         """Hand `text` to every open socket; returns how many took it. Never awaits."""
         sent = 0
         message = {"type": "websocket.send", "text": text}  # one message for all: servers do not mutate it
+        wire = wire_text_frame(text) if self.direct_writes else None
+        direct = 0
         for box in list(self.clients):
-            if box.offer(message):
+            if wire is not None and box.write_frame(wire):
+                direct += 1
+            elif box.offer(message):
                 sent += 1
+        self.direct_delivered += direct
+        sent += direct
         self.delivered += sent
         return sent
 
