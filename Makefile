@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 
-.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api bench-ws uv lint-deploy system-deps
+.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-deps uv lint-deploy system-deps
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
@@ -49,7 +49,9 @@ bench-login: sync  ## login throughput at BCRYPT_ROUNDS=12 vs 2 cores / one hash
 bench-resync: sync  ## the db-changed resync storm: N desktops x 14 bootstrap fetches after a write, cached vs uncached
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/resync_storm.py
 
-bench-api: sync  ## req/s and p99 of bootstrap, items and task-categories vs a bare Starlette endpoint (needs wrk)
+bench: bench-api bench-resync bench-login bench-ws  ## every benchmark, one after the other
+
+bench-api: sync bench-deps  ## req/s and p99 of bootstrap, items and task-categories vs a bare Starlette endpoint
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/api_throughput.py
 
 bench-ws: sync  ## ws-gateway: RSS per idle socket, fan-out p50/p99 at 1k and 15k, reconnect storm, vs bare websockets
@@ -71,6 +73,12 @@ logs: sync  ## follow the compose services' logs
 lint-deploy: sync  ## hadolint, cfn-lint, checkov and compose config at pinned versions (also run by the tests)
 	@$(RUN) python -m deploy.render --check
 	@$(RUN) python -m deploy.validate
+
+bench-deps:  ## Debian's wrk, the load generator the old backend's figures were measured with
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	  else echo "wrk is missing: run 'sudo make bench-deps'"; exit 1; fi; }
 
 system-deps:  ## Debian's nginx for the edge-proxy tests (installed as root when missing)
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
