@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 from ccsm_core import migrations
 from ccsm_core.db import connect_sync
@@ -114,6 +116,15 @@ def reseed(settings: Settings) -> None:
     finally:
         conn.close()
     migrations.load_script(settings, SEED_SQL)
+
+
+def close_code(ws: ClientConnection) -> int | None:
+    """Read a WebSocket until the server closes it; the close code the server sent (None: no close frame)."""
+    try:
+        while True:
+            ws.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
 
 
 def free_port() -> int:

@@ -14,26 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import TokenService
 from tests.faults import proxy
-from tests.harness import ServiceProcess
+from tests.harness import ServiceProcess, close_code
 
 pytestmark = pytest.mark.slow
 
 GRACE_MS = 5000
-
-
-def close_code(ws: ClientConnection) -> int | None:
-    """Read until the server closes; the close code it sent."""
-    try:
-        while True:
-            ws.recv(timeout=10)
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
 
 
 def test_sigterm_completes_slow_requests_and_closes_websockets_with_1012(settings: Settings) -> None:

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.harness import ServiceProcess
+from tests.harness import ServiceProcess, close_code
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +23,6 @@ def desktop(stack: ServiceProcess, admin_headers: dict[str, str]) -> Iterator[Cl
     with connect(f"{stack.ws_url}/ws/desktop", additional_headers=admin_headers, max_size=None) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "connected"
         yield ws
-
-
-def close_code(ws: ClientConnection) -> int | None:
-    try:
-        while True:
-            ws.recv(timeout=10)
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
 
 
 def test_an_oversized_frame_closes_that_socket_with_1009(desktop: ClientConnection) -> None:

@@ -39,13 +39,7 @@ def _mapped(exc: pymysql.err.MySQLError) -> ApiError | None:
 
 async def list_customers(request: Request) -> Response:
     await request.state.guard.require(request, STAFF)
-    try:
-        rows = await select_customers(request.state.db)
-    except pymysql.err.MySQLError as exc:
-        if not inputs.is_missing_table(exc):
-            raise
-        rows = []
-    return json_response(rows)
+    return json_response(await inputs.rows_or_empty(select_customers(request.state.db)))
 
 
 async def create_customer(request: Request) -> Response:

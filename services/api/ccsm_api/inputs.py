@@ -7,10 +7,12 @@ as NaN, `[object Object]` or an oversized value (a 500 in the old backend) into 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 import pymysql
 
+from ccsm_core.db import Row
 from ccsm_core.errors import ApiError
 from ccsm_core.params import js_number, normalize_string
 
@@ -37,6 +39,17 @@ def error_code(exc: BaseException) -> int | None:
 
 def is_missing_table(exc: BaseException) -> bool:
     return error_code(exc) in (ER_NO_SUCH_TABLE, ER_BAD_TABLE_ERROR)
+
+
+async def rows_or_empty(query: Awaitable[list[Row]]) -> list[Row]:
+    """The rows, or [] when the table does not exist: the old list handlers answered an empty list for an
+    optional table that a database lacks, and only for that error."""
+    try:
+        return await query
+    except pymysql.err.MySQLError as exc:
+        if not is_missing_table(exc):
+            raise
+        return []
 
 
 def sql_number(n: float) -> SqlNumber:

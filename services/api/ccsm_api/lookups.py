@@ -66,13 +66,7 @@ async def project_form(request: Request) -> Response:
 
 async def list_definitions(request: Request) -> Response:
     await request.state.guard.require(request, None)
-    try:
-        result = await request.state.db.fetch_all(SELECT_DEFINITIONS)
-    except pymysql.err.MySQLError as exc:
-        if not inputs.is_missing_table(exc):
-            raise
-        result = []
-    return json_response(result)
+    return json_response(await inputs.rows_or_empty(request.state.db.fetch_all(SELECT_DEFINITIONS)))
 
 
 async def create_definition(request: Request) -> Response:

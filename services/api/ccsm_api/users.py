@@ -68,24 +68,12 @@ async def _revoke(request: Request, user_id: int) -> None:
 
 async def list_users(request: Request) -> Response:
     await request.state.guard.require(request, ADMIN_ONLY)
-    try:
-        rows = await select_users(request.state.db)
-    except pymysql.err.MySQLError as exc:
-        if not inputs.is_missing_table(exc):
-            raise
-        rows = []
-    return json_response(rows)
+    return json_response(await inputs.rows_or_empty(select_users(request.state.db)))
 
 
 async def list_roles(request: Request) -> Response:
     await request.state.guard.require(request, ADMIN_ONLY)
-    try:
-        rows = await select_roles(request.state.db)
-    except pymysql.err.MySQLError as exc:
-        if not inputs.is_missing_table(exc):
-            raise
-        rows = []
-    return json_response(rows)
+    return json_response(await inputs.rows_or_empty(select_roles(request.state.db)))
 
 
 async def create_user(request: Request) -> Response:
