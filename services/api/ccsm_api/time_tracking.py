@@ -212,12 +212,7 @@ async def update_entry(request: Request) -> Response:
         duration = (int(end[:2]) * 60 + int(end[3:])) - (int(start[:2]) * 60 + int(start[3:]))
     db: Database = request.state.db
     async with refused_as_400("Invalid time entry (a value too large)"), db.transaction() as cur:
-        await cur.execute(SELECT_ENTRY_FOR_UPDATE_SQL, (entry_id,))
-        row = await cur.fetchone()
-        if row is None:
-            raise ApiError(404, "Entry not found")
-        if not may_act_on(principal, row["user_id"]):
-            raise ApiError(403, "Forbidden")
+        row = await _lock_own_entry(cur, entry_id, principal)
         if end_s is not None:
             await _lock_user_and_check_overlap(cur, row["user_id"], start_s, end_s, entry_id)
         if note_given:
@@ -240,14 +235,21 @@ async def update_note(request: Request) -> Response:
         note = str(note)
     db: Database = request.state.db
     async with refused_as_400("note is too long"), db.transaction() as cur:
-        await cur.execute(SELECT_ENTRY_FOR_UPDATE_SQL, (entry_id,))
-        row = await cur.fetchone()
-        if row is None:
-            raise ApiError(404, "Entry not found")
-        if not may_act_on(principal, row["user_id"]):
-            raise ApiError(403, "Forbidden")
+        await _lock_own_entry(cur, entry_id, principal)
         await cur.execute(SET_NOTE_SQL, (note, entry_id))
     return json_response({"success": True})
+
+
+async def _lock_own_entry(cur: Any, entry_id: Any, principal: Principal | None) -> dict[str, Any]:
+    """The segment, locked for this transaction: 404 when it does not exist, 403 when it is not the caller's
+    (unless admin)."""
+    await cur.execute(SELECT_ENTRY_FOR_UPDATE_SQL, (entry_id,))
+    row: dict[str, Any] | None = await cur.fetchone()
+    if row is None:
+        raise ApiError(404, "Entry not found")
+    if not may_act_on(principal, row["user_id"]):
+        raise ApiError(403, "Forbidden")
+    return row
 
 
 # --- T6 / T7 ----------------------------------------------------------------------------------------------------
