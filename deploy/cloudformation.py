@@ -195,6 +195,36 @@ def _log_configuration(prefix: str) -> Json:
     }
 
 
+def _alarm(
+    name: Json,
+    description: str,
+    namespace: Json | str,
+    metric: str,
+    statistic: str,
+    *,
+    period: int,
+    evaluation_periods: int,
+    threshold: int,
+    actions: Json,
+    datapoints: int | None = None,
+    dimensions: list[Json] | None = None,
+) -> Json:
+    """A CloudWatch alarm that fires at `threshold` or more; missing data (no traffic) is not a breach."""
+    props: Json = {"AlarmName": name, "AlarmDescription": description, "Namespace": namespace, "MetricName": metric}
+    if dimensions is not None:
+        props["Dimensions"] = dimensions
+    props |= {"Statistic": statistic, "Period": period, "EvaluationPeriods": evaluation_periods}
+    if datapoints is not None:
+        props["DatapointsToAlarm"] = datapoints
+    props |= {
+        "Threshold": threshold,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "notBreaching",
+        "AlarmActions": actions,
+    }
+    return {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+
+
 def _task_definition(family: str, container: Json, cpu: int, memory: int) -> Json:
     return {
         "Type": "AWS::ECS::TaskDefinition",
@@ -230,6 +260,10 @@ def _service_resources(svc: ServiceDeploy) -> Json:
     if svc.nofile:
         container["Ulimits"] = [{"Name": "nofile", "SoftLimit": svc.nofile, "HardLimit": svc.nofile}]
     alarm_actions = if_("HasAlarmTopic", [ref("AlarmTopicArn")])
+    target_group_dimensions = [
+        {"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")},
+        {"Name": "TargetGroup", "Value": get_att(f"{L}TargetGroup", "TargetGroupFullName")},
+    ]
     listener_rules = [f"{service_deploy(r.service).logical}Rule{r.priority}" for r in RULES]
     return {
         f"{L}SecurityGroup": {
@@ -375,47 +409,31 @@ def _service_resources(svc: ServiceDeploy) -> Json:
                 },
             },
         },
-        f"{L}Target5xxAlarm": {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": sub(f"ccsm-${{EnvironmentName}}-{svc.name}-target-5xx"),
-                "AlarmDescription": f"{svc.name} answers 5xx",
-                "Namespace": "AWS/ApplicationELB",
-                "MetricName": "HTTPCode_Target_5XX_Count",
-                "Dimensions": [
-                    {"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")},
-                    {"Name": "TargetGroup", "Value": get_att(f"{L}TargetGroup", "TargetGroupFullName")},
-                ],
-                "Statistic": "Sum",
-                "Period": 60,
-                "EvaluationPeriods": 5,
-                "DatapointsToAlarm": 3,
-                "Threshold": 5,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": alarm_actions,
-            },
-        },
-        f"{L}UnhealthyHostsAlarm": {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": sub(f"ccsm-${{EnvironmentName}}-{svc.name}-unhealthy-hosts"),
-                "AlarmDescription": f"a {svc.name} task fails the {HEALTH_PATH} check",
-                "Namespace": "AWS/ApplicationELB",
-                "MetricName": "UnHealthyHostCount",
-                "Dimensions": [
-                    {"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")},
-                    {"Name": "TargetGroup", "Value": get_att(f"{L}TargetGroup", "TargetGroupFullName")},
-                ],
-                "Statistic": "Maximum",
-                "Period": 60,
-                "EvaluationPeriods": 3,
-                "Threshold": 1,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": alarm_actions,
-            },
-        },
+        f"{L}Target5xxAlarm": _alarm(
+            sub(f"ccsm-${{EnvironmentName}}-{svc.name}-target-5xx"),
+            f"{svc.name} answers 5xx",
+            "AWS/ApplicationELB",
+            "HTTPCode_Target_5XX_Count",
+            "Sum",
+            period=60,
+            evaluation_periods=5,
+            datapoints=3,
+            threshold=5,
+            actions=alarm_actions,
+            dimensions=target_group_dimensions,
+        ),
+        f"{L}UnhealthyHostsAlarm": _alarm(
+            sub(f"ccsm-${{EnvironmentName}}-{svc.name}-unhealthy-hosts"),
+            f"a {svc.name} task fails the {HEALTH_PATH} check",
+            "AWS/ApplicationELB",
+            "UnHealthyHostCount",
+            "Maximum",
+            period=60,
+            evaluation_periods=3,
+            threshold=1,
+            actions=alarm_actions,
+            dimensions=target_group_dimensions,
+        ),
     }
 
 
@@ -636,24 +654,19 @@ def _migration_and_monitoring() -> Json:
     }
     return {
         "MigrationTaskDefinition": _task_definition("migrate", container, 256, 512),
-        "LoadBalancer5xxAlarm": {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": sub("ccsm-${EnvironmentName}-alb-5xx"),
-                "AlarmDescription": "the load balancer itself answers 5xx (no healthy target, target reset, timeout)",
-                "Namespace": "AWS/ApplicationELB",
-                "MetricName": "HTTPCode_ELB_5XX_Count",
-                "Dimensions": [{"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")}],
-                "Statistic": "Sum",
-                "Period": 60,
-                "EvaluationPeriods": 5,
-                "DatapointsToAlarm": 3,
-                "Threshold": 5,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
-            },
-        },
+        "LoadBalancer5xxAlarm": _alarm(
+            sub("ccsm-${EnvironmentName}-alb-5xx"),
+            "the load balancer itself answers 5xx (no healthy target, target reset, timeout)",
+            "AWS/ApplicationELB",
+            "HTTPCode_ELB_5XX_Count",
+            "Sum",
+            period=60,
+            evaluation_periods=5,
+            datapoints=3,
+            threshold=5,
+            actions=if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
+            dimensions=[{"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")}],
+        ),
         # Task restarts: ECS publishes a state-change event when a task stops; the ones that stopped because a
         # container exited or never started are written to a log group, counted by a metric filter, alarmed on.
         "TaskEventsLogGroup": {
@@ -712,22 +725,17 @@ def _migration_and_monitoring() -> Json:
                 ],
             },
         },
-        "TaskRestartsAlarm": {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": sub("ccsm-${EnvironmentName}-task-restarts"),
-                "AlarmDescription": "tasks keep stopping (a container exited or failed to start): a restart loop",
-                "Namespace": sub("CCSM/${EnvironmentName}"),
-                "MetricName": "TaskUnexpectedStops",
-                "Statistic": "Sum",
-                "Period": 300,
-                "EvaluationPeriods": 2,
-                "Threshold": 2,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
-            },
-        },
+        "TaskRestartsAlarm": _alarm(
+            sub("ccsm-${EnvironmentName}-task-restarts"),
+            "tasks keep stopping (a container exited or failed to start): a restart loop",
+            sub("CCSM/${EnvironmentName}"),
+            "TaskUnexpectedStops",
+            "Sum",
+            period=300,
+            evaluation_periods=2,
+            threshold=2,
+            actions=if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
+        ),
     }
 
 
