@@ -81,8 +81,13 @@ class Client:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(cls, port: int, rcvbuf: int | None = None) -> Client:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connecting: fixes the window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             (
@@ -219,3 +224,33 @@ def test_a_paused_socket_goes_through_its_queue_and_is_closed_with_1013_while_th
     assert [data.decode() for _, data in backlog] == texts[: len(backlog)]
     assert all(op == TEXT for op, _ in backlog)
     assert opcode == CLOSE
+
+
+def test_a_frame_the_socket_cannot_take_at_once_is_finished_by_the_transport_and_never_overtaken() -> None:
+    big = frame(type="db-changed", reason="x" * 30_000)  # more than the buffers below, less than the high-water mark
+
+    async def scenario() -> tuple[list[tuple[int, bytes]], int]:
+        hub = make_hub()
+        async with serving(hub) as (app, port):
+            peer = await asyncio.to_thread(RawSocket, port, "unused", 4096)
+            try:
+                box = await app.opened.get()
+                # A small send buffer on the server's side too, or the kernel takes the whole frame at once.
+                box.direct.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                hub.broadcast(big)
+                buffered = box.direct.transport.get_write_buffer_size()  # the rest waits on the transport
+                # The peer reads what the kernel holds before the loop can flush the transport: the kernel has
+                # room again, and the next frame must still queue behind the rest instead of going straight out.
+                peer.sock.settimeout(10)
+                peer.buffer += peer.sock.recv(65536)
+                hub.broadcast(frame(type="db-changed", reason="after"))
+                frames = [await asyncio.to_thread(peer.frame) for _ in range(2)]
+            finally:
+                peer.close()
+        return frames, buffered
+
+    frames, buffered = asyncio.run(scenario())
+    assert buffered > 0
+    assert frames[0] == (TEXT, big.encode())
+    assert frames[1][0] == TEXT
+    assert orjson.loads(frames[1][1])["reason"] == "after"

@@ -11,8 +11,9 @@ overflows is closed with 1013 (try again later) and dropped from the fan-out, so
 
 Broadcasts take a shortcut past the ASGI `send` (see `direct_protocol`): the wire bytes of a server text frame are
 the same for every socket (no compression, server frames unmasked), so a broadcast frame is serialised once and
-written straight to each writable socket's transport; everything else (replies, closes, paused sockets) goes
-through the Outbox as above.
+written straight to the file descriptor of each socket whose transport is writable with nothing buffered, by the
+loop thread and a helper thread together (`ccsm_gateway.fanout`); what a write could not finish goes to that
+socket's transport. Everything else (replies, closes, paused sockets) goes through the Outbox as above.
 
 When the subscription breaks (Redis restarted, the connection killed) it is re-established with back-off, and
 every socket then receives `db-changed` with reason `resync`: it may have missed events in the gap.
@@ -34,6 +35,7 @@ import redis.asyncio as aioredis
 
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.settings import Settings
+from ccsm_gateway.fanout import FanOut
 
 # The broadcast shortcut depends on internals of uvicorn 0.54.0 (websockets_sansio_impl.WebSocketsSansIOProtocol:
 # `conn`, `transport`, `writable`, `close_sent`, `disconnected`, `handshake_complete`, `initial_response`; its
@@ -98,9 +100,17 @@ def direct_protocol(send: Send) -> Any:
             return None
         writable(proto)  # every attribute it reads exists
         proto.transport.write  # noqa: B018
+        if not isinstance(socket_fd(proto), int):
+            return None
     except Exception:
         return None
     return proto
+
+
+def socket_fd(proto: Any) -> int:
+    """The file descriptor under the protocol's transport (uvloop's and asyncio's both expose the socket)."""
+    fd: int = proto.transport.get_extra_info("socket").fileno()
+    return fd
 
 
 def writable(proto: Any) -> bool:
@@ -117,6 +127,7 @@ def writable(proto: Any) -> bool:
         and not proto.disconnected
         and proto.writable.is_set()  # the transport is not paused (its buffer is below the high-water mark)
         and not proto.transport.is_closing()
+        and not proto.transport.get_write_buffer_size()  # nothing buffered that a direct write could overtake
     )
 
 
@@ -133,11 +144,12 @@ def wire_text_frame(text: str) -> bytes | None:
 class Outbox:
     """What a socket still has to send; see the module docstring. Never awaited by the publisher."""
 
-    __slots__ = ("_pending", "_task", "closing", "direct", "hub", "limit", "send", "user_id")
+    __slots__ = ("_pending", "_task", "closing", "direct", "fd", "hub", "limit", "send", "user_id")
 
     def __init__(self, send: Send, hub: Hub, limit: int = QUEUE_LIMIT) -> None:
         self.send = send
-        self.direct: Any = direct_protocol(send) if hub.direct_writes else None  # see `write_frame`
+        self.direct: Any = direct_protocol(send) if hub.direct_writes else None  # see `direct_fd`
+        self.fd = socket_fd(self.direct) if self.direct is not None else -1
         self.hub = hub
         self.limit = limit
         self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
@@ -152,23 +164,27 @@ class Outbox:
         """Queue an ASGI send message (shared between sockets by `Hub.broadcast`); False once closing."""
         return self._offer(message)
 
-    def write_frame(self, wire: bytes) -> bool:
-        """Write a serialised broadcast frame straight to the transport, as uvicorn's `send` would have written it,
-        when nothing is in flight or queued and the transport is writable; False: use `offer` instead."""
+    def direct_fd(self) -> int:
+        """The descriptor a serialised broadcast frame may be written to directly, as uvicorn's `send` would have
+        written it: nothing of this socket's is in flight, queued or buffered and the transport is writable.
+        -1: use `offer` instead."""
         proto = self.direct
         if proto is None or self._task is not None or self.closing:
-            return False
+            return -1
         try:
-            if not writable(proto):
-                return False
+            return self.fd if writable(proto) else -1
         except Exception:  # pragma: no cover - uvicorn's or websockets' internals changed under us
             self.direct = None
-            return False
+            return -1
+
+    def finish_write(self, wire: bytes, written: int) -> None:
+        """A direct write stopped after `written` bytes (socket buffer full, or an error): the transport writes
+        the rest, queueing it or closing on the error as it would for its own write."""
+        assert self.direct is not None
         try:
-            proto.transport.write(wire)
+            self.direct.transport.write(memoryview(wire)[written:] if written else wire)
         except Exception:
             self._gone()  # as when uvicorn's `send` raises: the peer is gone
-        return True
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame after what is already queued; nothing is sent after it."""
@@ -269,6 +285,7 @@ class Hub:
         queue_limit: int = QUEUE_LIMIT,
         ping_every_s: float = PING_EVERY_S,
         direct_writes: bool = DIRECT_WRITES,
+        fanout_helpers: int | None = None,
     ) -> None:
         self.settings = settings
         self.direct_writes = direct_writes  # off: every frame through the ASGI `send`
@@ -282,9 +299,10 @@ class Hub:
         self.subscriptions = 0  # how many times the subscription was (re)established
         self.slow_closed = 0
         self.delivered = 0
-        self.direct_delivered = 0  # of `delivered`: written straight to the transport (`Outbox.write_frame`)
+        self.direct_delivered = 0  # of `delivered`: written straight to the socket (`Outbox.direct_fd`)
         # Named so an operator (or a test) can find this connection: CLIENT LIST TYPE pubsub.
         self.client_name = f"{keyspace.prefix}ws-gateway:{os.getpid()}".replace(" ", "_")
+        self.fanout = FanOut(helpers=fanout_helpers)
         self._redis: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -320,14 +338,20 @@ class Hub:
         sent = 0
         message = {"type": "websocket.send", "text": text}  # one message for all: servers do not mutate it
         wire = wire_text_frame(text) if self.direct_writes else None
-        direct = 0
+        boxes: list[Outbox] = []
+        fds: list[int] = []
         for box in list(self.clients):
-            if wire is not None and box.write_frame(wire):
-                direct += 1
+            fd = box.direct_fd() if wire is not None else -1
+            if fd >= 0:
+                boxes.append(box)
+                fds.append(fd)
             elif box.offer(message):
                 sent += 1
-        self.direct_delivered += direct
-        sent += direct
+        if wire is not None and fds:
+            for index, written in self.fanout.write(fds, wire):
+                boxes[index].finish_write(wire, written)
+        self.direct_delivered += len(fds)
+        sent += len(fds)
         self.delivered += sent
         return sent
 
@@ -357,6 +381,7 @@ class Hub:
                 await self._task
         if self._redis is not None:
             await self._redis.aclose()
+        self.fanout.close()
 
     async def _run(self) -> None:
         assert self._redis is not None
