@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - a uvicorn or websockets without these 
     DIRECT_WRITES = False
 else:
     DIRECT_WRITES = True
+    OPEN = State.OPEN
 
 log = logging.getLogger("ccsm.gateway")
 
@@ -98,6 +99,8 @@ def direct_protocol(send: Send) -> Any:
         conn = proto.conn
         if conn.side is not Side.SERVER or conn.extensions or conn.debug:  # masked / deflated / logged frames
             return None
+        if not proto.handshake_complete or proto.initial_response is not None or not proto.writable.is_set():
+            return None  # only an accepted socket (the Outbox is made after `websocket.accept`)
         writable(proto)  # every attribute it reads exists
         proto.transport.write  # noqa: B018
         if not isinstance(socket_fd(proto), int):
@@ -115,19 +118,20 @@ def socket_fd(proto: Any) -> int:
 
 def writable(proto: Any) -> bool:
     """Whether uvicorn's `send` of a text frame would write it at once (what it checks, plus what websockets'
-    `send_text` checks), with nothing of the socket's left unwritten: only then may a frame go straight out."""
+    `send_text` checks), with nothing of the socket's left unwritten: only then may a frame go straight out.
+    Runs once per socket per broadcast, so it reads as little as it can: the handshake (`handshake_complete`,
+    `initial_response`) is checked once by `direct_protocol`, and an empty transport buffer also means the
+    transport is not paused (it pauses above its high-water mark and resumes when it drains)."""
     conn = proto.conn
+    transport = proto.transport
     return (
-        conn.state is State.OPEN  # no close sent or received (websockets raises InvalidState otherwise)
-        and not conn.expect_continuation_frame
+        conn.state is OPEN  # no close sent or received (websockets raises InvalidState otherwise)
         and not conn.writes
-        and proto.handshake_complete
-        and proto.initial_response is None
+        and not conn.expect_continuation_frame
         and not proto.close_sent
         and not proto.disconnected
-        and proto.writable.is_set()  # the transport is not paused (its buffer is below the high-water mark)
-        and not proto.transport.is_closing()
-        and not proto.transport.get_write_buffer_size()  # nothing buffered that a direct write could overtake
+        and not transport.get_write_buffer_size()  # nothing buffered that a direct write could overtake
+        and not transport.is_closing()
     )
 
 
