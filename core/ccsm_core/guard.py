@@ -21,7 +21,7 @@ from starlette.requests import HTTPConnection
 from ccsm_core.db import Database
 from ccsm_core.errors import ApiError
 from ccsm_core.keyspace import Keyspace
-from ccsm_core.tokens import TokenError, TokenService, TokenSubjectError, bearer_token
+from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, TokenSubjectError, bearer_token
 
 ADMIN = 1
 EMPLOYEE = 2
@@ -147,13 +147,31 @@ def guard_of(conn: HTTPConnection) -> Guard:
     return guard
 
 
-async def publish_revocation(keyspace: Keyspace, user_id: int) -> None:
+async def publish_revocation(keyspace: Keyspace, user_id: int, retention_s: float) -> None:
     """Tell every process that `user_id` was deactivated, deleted or had its role changed: guards drop their
-    cached state for it and gateways close its sockets (4401). Best effort: the 30 s cache bounds it anyway."""
+    cached state for it and gateways close its sockets (4401). Best effort: the 30 s cache bounds it anyway.
+
+    The revocation is also logged with its time (`Keyspace.revocation_log_key`), in the same transaction as the
+    message, for `retention_s` (a token's lifetime: an older revocation concerns only expired tokens). A gateway
+    that was not subscribed when the message went out (Redis restarted, its connection lost, a task started
+    later) reads the log when it subscribes and closes the sockets whose token predates a revocation."""
+    now_ms = int(time.time() * 1000)
+    retention_ms = max(1, int(retention_s * 1000))
     try:
-        await keyspace.client.publish(keyspace.revocations_channel, str(user_id))
+        async with keyspace.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(keyspace.revocation_log_key, {str(user_id): now_ms})
+            pipe.zremrangebyscore(keyspace.revocation_log_key, "-inf", now_ms - retention_ms)
+            pipe.pexpire(keyspace.revocation_log_key, retention_ms)
+            pipe.publish(keyspace.revocations_channel, str(user_id))
+            await pipe.execute()
     except Exception as exc:
         log.warning("revocation publish failed", extra={"userId": user_id, "error": type(exc).__name__})
+
+
+def revocation_retention_s(jwt_expires_seconds: int) -> float:
+    """How long a revocation matters: until every token issued before it has expired (plus the verifier's
+    clock leeway)."""
+    return float(jwt_expires_seconds + LEEWAY_S)
 
 
 RevokedCallback = Callable[[int], None]

@@ -38,6 +38,12 @@ class Keyspace:
     def revocations_channel(self) -> str:
         return self.key("events", "revocations")
 
+    @property
+    def revocation_log_key(self) -> str:
+        """A sorted set: user id -> when (epoch ms) it was last revoked, kept for a token's lifetime, so that a
+        process that was not subscribed when a revocation was published can still act on it."""
+        return self.key("revocations", "log")
+
     async def ping(self) -> None:
         await self.client.ping()
 

@@ -355,3 +355,40 @@ def test_a_malformed_revocation_message_is_ignored(fresh_db: Settings) -> None:
             r.close()
         assert seen.wait(10)
         assert client.get("/whoami", headers=headers).status_code == 200  # the listener survived the garbage
+
+
+def test_a_published_revocation_is_logged_with_its_time_for_a_token_lifetime_and_announced(settings: Settings) -> None:
+    from ccsm_core.guard import publish_revocation
+    from ccsm_core.keyspace import Keyspace
+
+    async def scenario() -> tuple[float | None, float | None, int, bytes | None, int, int]:
+        keyspace = Keyspace(settings)
+        log_key = keyspace.revocation_log_key
+        client = keyspace.client
+        try:
+            await client.delete(log_key)
+            await client.zadd(log_key, {"41": (time.time() - 120) * 1000})  # older than the retention below
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(keyspace.revocations_channel)
+            before = int(time.time() * 1000)
+            await publish_revocation(keyspace, 42, retention_s=60)
+            after = int(time.time() * 1000)
+            message = None
+            async with asyncio.timeout(10):
+                while message is None:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            logged = await client.zscore(log_key, "42")
+            pruned = await client.zscore(log_key, "41")
+            ttl = await client.pttl(log_key)
+            await client.delete(log_key)
+            return logged, pruned, ttl, message["data"], before, after
+        finally:
+            await keyspace.close()
+
+    logged, pruned, ttl, data, before, after = asyncio.run(scenario())
+    assert logged is not None
+    assert before <= logged <= after
+    assert pruned is None  # a revocation older than a token's lifetime concerns only expired tokens
+    assert 0 < ttl <= 60_000
+    assert data == b"42"

@@ -12,7 +12,7 @@ import orjson
 
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.settings import Settings
-from ccsm_gateway.hub import Hub
+from ccsm_gateway.hub import Hub, stop
 
 
 class FreezableProxy:
@@ -90,3 +90,25 @@ def test_a_silent_subscription_is_replaced_and_every_socket_gets_resync(settings
     assert [f["reason"] for f in frames] == ["resync"]
     assert frames[0]["type"] == "db-changed"
     assert subscriptions == 2
+
+
+def test_stopping_a_task_that_swallowed_its_cancellation_cancels_it_again_until_it_ends() -> None:
+    async def scenario() -> tuple[bool, int]:
+        swallowed = 0
+
+        async def stubborn() -> None:
+            nonlocal swallowed
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                swallowed += 1  # as a library that turns the cancellation into a timeout of its own would
+            await asyncio.Event().wait()
+
+        task = asyncio.get_running_loop().create_task(stubborn())
+        await asyncio.sleep(0)  # let it start waiting
+        await stop(task, wait_s=0.05)
+        return task.cancelled(), swallowed
+
+    cancelled, swallowed = asyncio.run(scenario())
+    assert swallowed == 1
+    assert cancelled

@@ -26,7 +26,7 @@ from ccsm_api.inputs import SqlNumber
 from ccsm_core.codec import json_response, read_object
 from ccsm_core.db import Database, Row
 from ccsm_core.errors import ApiError
-from ccsm_core.guard import ADMIN_ONLY, publish_revocation
+from ccsm_core.guard import ADMIN_ONLY, publish_revocation, revocation_retention_s
 from ccsm_core.params import js_number, to_flag
 from ccsm_core.settings import Settings
 
@@ -60,7 +60,8 @@ def _write_error(exc: pymysql.err.MySQLError) -> ApiError | None:
 
 async def _revoke(request: Request, user_id: int) -> None:
     request.state.guard.users.forget(user_id)
-    await publish_revocation(request.state.keyspace, user_id)
+    retention_s = revocation_retention_s(request.state.settings.jwt_expires_seconds)
+    await publish_revocation(request.state.keyspace, user_id, retention_s)
 
 
 # --- handlers ---------------------------------------------------------------------------------------------------

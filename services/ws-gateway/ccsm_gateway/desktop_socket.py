@@ -7,8 +7,10 @@ holds is what counts). Per connection:
   bypasses CORS, so a web page on another origin could otherwise open a socket with a user's token.
 - With auth on, the Bearer token of the upgrade request is verified; a missing, invalid or expired one is
   answered by accepting the upgrade and closing with 4401 (the desktop stops reconnecting on 4401/4403, where
-  the old backend's bare HTTP 401 made it retry for ever). The socket also closes with 4401 when the token
-  expires, or when a revocation for its user arrives on Redis (deactivated, deleted or demoted user).
+  the old backend's bare HTTP 401 made it retry for ever). So is a token issued before its user's last
+  revocation (see `Hub.revoked_since`). The socket also closes with 4401 when the token expires, or when a
+  revocation for its user arrives on Redis (deactivated, deleted or demoted user), or is found in the
+  revocation log after a gap in the subscription.
 - First frame `connected`; `identify` -> `identified` (a userId other than the token's: `ok:false` then close
   4403); `ping` -> `pong`; `subscribe` -> `subscribed`; anything else, including non-JSON, is ignored.
 - Every `db-changed` event reaches every open socket through the hub.
@@ -57,6 +59,7 @@ class DesktopSocket:
             return
 
         auth_user: int | None = None
+        issued_at: int | None = None
         expires_at: float | None = None
         token = claims = None
         if settings.auth_required:
@@ -65,11 +68,14 @@ class DesktopSocket:
                 if token is None:
                     raise TokenError("missing bearer token")
                 claims = tokens.verify(token)
+                if hub.revoked_since(claims.sub, claims.iat):
+                    raise TokenError("issued before its user was revoked")
             except TokenError:
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": "Unauthorized"})
                 return
             auth_user = claims.sub
+            issued_at = claims.iat
             expires_at = claims.exp + LEEWAY_S  # the instant `verify` starts refusing it
 
         await send({"type": "websocket.accept"})
@@ -81,7 +87,7 @@ class DesktopSocket:
         expiry: asyncio.TimerHandle | None = None
         try:
             if auth_user is not None:
-                hub.bind_user(box, auth_user)
+                hub.bind_user(box, auth_user, issued_at)
             box.text(frame(type="connected", endpoint=ENDPOINT))
             if expires_at is not None:
                 loop = asyncio.get_running_loop()
@@ -138,5 +144,7 @@ def on_message(hub: Hub, box: Outbox, auth_user: int | None, settings: Settings,
             box.close(CLOSE_FORBIDDEN, "Forbidden")
             return
         if auth_user is None and isinstance(user_id, int):
-            hub.bind_user(box, user_id)  # auth off (local only): revocations follow the identified user
+            # Auth off (local only): revocations follow the identified user, and the identify stands in for the
+            # token's `iat` when the revocation log is read (a revocation logged before it does not close it).
+            hub.bind_user(box, user_id, int(time.time()))
         box.text(frame(type="identified", ok=True, userId=user_id))

@@ -17,6 +17,11 @@ socket's transport. Everything else (replies, closes, paused sockets) goes throu
 
 When the subscription breaks (Redis restarted, the connection killed) it is re-established with back-off, and
 every socket then receives `db-changed` with reason `resync`: it may have missed events in the gap.
+
+Revocations missed in such a gap (or published before this process started) are not lost: after every
+(re)subscription the hub reads the revocation log (`ccsm_core.guard.publish_revocation`) in a task of its own
+and closes, with 4401, each socket whose token was issued before its user's last revocation. The same record
+refuses such a token when it is used to open a new socket.
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
+from ccsm_core.guard import revocation_retention_s
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.settings import Settings
 from ccsm_gateway.fanout import FanOut
@@ -63,6 +70,8 @@ RESUBSCRIBE_START_S = 0.1
 RESUBSCRIBE_MAX_S = 5.0
 POLL_TIMEOUT_S = 1.0
 PING_EVERY_S = 10.0  # on the subscription connection; 3 intervals without a reply count as a lost subscription
+CATCH_UP_TIMEOUT_S = 2.0  # one read of the revocation log; a connection that stalls is dropped and retried
+REVOKED_LIMIT = 100_000  # users remembered as revoked; a log longer than this is read newest first
 
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHORIZED = 4401
@@ -148,7 +157,7 @@ def wire_text_frame(text: str) -> bytes | None:
 class Outbox:
     """What a socket still has to send; see the module docstring. Never awaited by the publisher."""
 
-    __slots__ = ("_pending", "_task", "closing", "direct", "fd", "hub", "limit", "send", "user_id")
+    __slots__ = ("_pending", "_task", "closing", "direct", "fd", "hub", "issued_at", "limit", "send", "user_id")
 
     def __init__(self, send: Send, hub: Hub, limit: int = QUEUE_LIMIT) -> None:
         self.send = send
@@ -157,6 +166,7 @@ class Outbox:
         self.hub = hub
         self.limit = limit
         self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
+        self.issued_at: int | None = None  # the token's `iat` (epoch s); None: no token (auth off) or none in it
         self.closing = False
         self._pending: deque[Message] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -281,6 +291,22 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             return
 
 
+async def stop(task: asyncio.Task[None], attempts: int = 10, wait_s: float = 0.5) -> None:
+    """Cancel `task` and wait for it to end, cancelling again if it has not: a library that turns a cancellation
+    into a timeout of its own (seen with redis-py 8.1's `PubSub.get_message(timeout=...)` when another task was
+    cancelled just before) would otherwise keep the task, and the shutdown waiting on it, alive for ever."""
+    for _ in range(attempts):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=wait_s)
+    if task.done():
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("task ended with an error", extra={"error": type(task.exception()).__name__})
+    else:
+        log.warning("task did not stop", extra={"task": task.get_name()})
+
+
 class Hub:
     def __init__(
         self,
@@ -301,6 +327,9 @@ class Hub:
         self.by_user: dict[int, set[Outbox]] = {}
         self.subscribed = asyncio.Event()
         self.subscriptions = 0  # how many times the subscription was (re)established
+        self.revocation_retention_s = revocation_retention_s(settings.jwt_expires_seconds)
+        self.revoked: dict[int, float] = {}  # user id -> when it was last revoked (epoch s), for the retention
+        self.caught_up = asyncio.Event()  # the revocation log was read since the latest (re)subscription
         self.slow_closed = 0
         self.delivered = 0
         self.direct_delivered = 0  # of `delivered`: written straight to the socket (`Outbox.direct_fd`)
@@ -309,6 +338,7 @@ class Hub:
         self.fanout = FanOut(helpers=fanout_helpers)
         self._redis: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
+        self._catch_up_task: asyncio.Task[None] | None = None
 
     # --- sockets ------------------------------------------------------------------------------------------------
 
@@ -317,7 +347,8 @@ class Hub:
         self.clients.add(box)
         return box
 
-    def bind_user(self, box: Outbox, user_id: int) -> None:
+    def bind_user(self, box: Outbox, user_id: int, issued_at: int | None = None) -> None:
+        box.issued_at = issued_at
         if box.user_id == user_id:
             return
         self._unbind(box)
@@ -360,12 +391,51 @@ class Hub:
         return sent
 
     def revoke(self, user_id: int) -> int:
+        """A revocation just published: every socket of that user closes with 4401."""
+        self._remember(user_id, time.time())
         group = list(self.by_user.get(user_id, ()))
         for box in group:
             box.close(CLOSE_UNAUTHORIZED, "Unauthorized")
         if group:
             log.info("sockets closed after revocation", extra={"userId": user_id, "sockets": len(group)})
         return len(group)
+
+    def revoked_since(self, user_id: int, issued_at: int | None) -> bool:
+        """Whether a token of `user_id` issued at `issued_at` (epoch s; None: unknown) predates the user's last
+        revocation. Token times are whole seconds: a token issued in the second of the revocation is let through
+        (the api's guard still checks the user's current state on every request)."""
+        at = self.revoked.get(user_id)
+        if at is None or at < time.time() - self.revocation_retention_s:
+            return False
+        return issued_at is None or issued_at < math.floor(at)
+
+    def apply_revocation_log(self, entries: Iterable[Any]) -> int:
+        """Revocations read from the log (pairs of member user id, score epoch ms): remember each, and close every
+        socket whose token predates its user's revocation. Returns how many sockets were closed."""
+        closed = 0
+        for entry in entries:
+            try:
+                member, score = entry
+                user_id, at = int(member), float(score) / 1000
+            except (TypeError, ValueError):
+                log.warning("revocation log entry ignored: not a user id and a time")
+                continue
+            self._remember(user_id, at)
+            for box in list(self.by_user.get(user_id, ())):
+                if self.revoked_since(user_id, box.issued_at):
+                    box.close(CLOSE_UNAUTHORIZED, "Unauthorized")
+                    closed += 1
+        if closed:
+            log.info("sockets closed after missed revocations", extra={"sockets": closed})
+        return closed
+
+    def _remember(self, user_id: int, at: float) -> None:
+        if at > self.revoked.get(user_id, 0.0):
+            self.revoked[user_id] = at
+        if len(self.revoked) > REVOKED_LIMIT:  # only ever reached with a flood of revocations: keep the newest
+            horizon = time.time() - self.revocation_retention_s
+            newest = sorted(self.revoked.items(), key=lambda item: item[1])[-REVOKED_LIMIT // 2 :]
+            self.revoked = {user: when for user, when in newest if when >= horizon}
 
     # --- the subscription ---------------------------------------------------------------------------------------
 
@@ -379,12 +449,14 @@ class Hub:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._catch_up_task):
+            if task is not None:
+                await stop(task)
         if self._redis is not None:
-            await self._redis.aclose()
+            try:
+                await asyncio.wait_for(self._redis.aclose(), CATCH_UP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("redis client did not close in time")
         self.fanout.close()
 
     async def _run(self) -> None:
@@ -397,6 +469,7 @@ class Hub:
                 await pubsub.subscribe(*channels)
                 self.subscriptions += 1
                 self.subscribed.set()
+                self._start_catch_up()
                 if self.subscriptions > 1:
                     sent = self.broadcast(resync_frame())
                     log.info("subscription re-established; clients told to resync", extra={"clients": sent})
@@ -424,6 +497,7 @@ class Hub:
                 if self.subscribed.is_set():
                     log.warning("subscription lost; resubscribing", extra={"error": type(exc).__name__})
                 self.subscribed.clear()
+                self.caught_up.clear()
                 # Count the gap even when the first attempt failed: clients connected meanwhile get a resync.
                 self.subscriptions = max(self.subscriptions, 1)
                 await asyncio.sleep(backoff)
@@ -431,6 +505,48 @@ class Hub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _start_catch_up(self) -> None:
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+        self.caught_up.clear()
+        self._catch_up_task = asyncio.get_running_loop().create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        """Read the revocation log until it answers, without ever holding up the subscription loop (a task of its
+        own); what was published after subscribing arrives live. Each attempt uses a connection of its own, made
+        for it and closed after it: a pooled one could be a connection that stalled with the subscription."""
+        backoff = RESUBSCRIBE_START_S
+        while True:
+            try:
+                entries = await self._read_revocation_log()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("revocation log unreadable; retrying", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
+        closed = self.apply_revocation_log(entries)
+        self.caught_up.set()
+        log.info("revocation log read", extra={"revocations": len(entries), "socketsClosed": closed})
+
+    async def _read_revocation_log(self) -> list[Any]:
+        client = aioredis.Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=CATCH_UP_TIMEOUT_S,
+            socket_timeout=CATCH_UP_TIMEOUT_S,
+            single_connection_client=True,
+            retry=None,
+        )
+        try:
+            since_ms = int((time.time() - self.revocation_retention_s) * 1000)
+            entries: list[Any] = await client.zrevrangebyscore(
+                self.keyspace.revocation_log_key, "+inf", since_ms, start=0, num=REVOKED_LIMIT, withscores=True
+            )
+            return entries
+        finally:
+            await client.aclose()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
