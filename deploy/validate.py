@@ -31,7 +31,12 @@ PLACEHOLDER_SECRETS = {
 
 
 def uv() -> str:
-    return os.environ.get("UV") or shutil.which("uv") or "uv"
+    """uv as `make` finds it: `$UV` (the Makefile passes its own), on PATH, or where `make uv` installs it."""
+    found = os.environ.get("UV") or shutil.which("uv")
+    if found:
+        return found
+    installed = Path.home() / ".local" / "bin" / "uv"
+    return str(installed) if installed.exists() else "uv"
 
 
 def tool(requirement: str, *argv: str) -> list[str]:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from ccsm_core.settings import Settings
+from deploy import validate
 from deploy.topology import deployments
 from tests.harness import ROOT, free_port, settings_env
 
@@ -111,6 +112,11 @@ def replay_build(context: Path, venv: Path, args: dict[str, str]) -> None:
     # The base image's interpreter is this machine's; the venv lands in the scratch directory.
     env.update({"UV_PYTHON": sys.executable, "UV_PROJECT_ENVIRONMENT": str(venv)})
     env = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"}
+    # The image has uv on its PATH (copied from uv's image); here it is wherever `make` found or installed it,
+    # which a fresh machine's PATH need not include.
+    uv = Path(validate.uv())
+    assert uv.is_absolute(), "uv is not installed: `make test` installs it"
+    env["PATH"] = os.pathsep.join([str(uv.parent), env.get("PATH", "")])
     workdir = context
     for instruction, rest in build:
         if instruction == "WORKDIR":
