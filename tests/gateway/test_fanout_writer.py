@@ -7,10 +7,11 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from ccsm_gateway.fanout import FanOut, write_chunks
+from ccsm_gateway.fanout import FanOut, usable_cores, write_chunks
 
 
 @contextlib.contextmanager
@@ -97,10 +98,37 @@ def test_below_the_split_threshold_only_the_calling_thread_writes() -> None:
     assert writers == {threading.current_thread().name}
 
 
-def test_without_a_second_core_there_is_no_helper(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+def test_without_a_second_core_there_is_no_helper(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("ccsm_gateway.fanout.usable_cores", lambda: 1)
     assert FanOut().helpers == 0
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr("ccsm_gateway.fanout.usable_cores", lambda: 4)
     fanout = FanOut()
     fanout.close()
     assert fanout.helpers == 1
+
+
+def cgroup(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("files", "cores"),
+    [
+        ({"cpu.max": "50000 100000\n"}, 1),  # cgroup v2, half a CPU (an ECS task of 512 units)
+        ({"cpu.max": "200000 100000\n"}, 2),
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs of time can keep two threads busy
+        ({"cpu.max": "max 100000\n"}, 4),  # no quota: the affinity decides
+        ({"cpu/cpu.cfs_quota_us": "25000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+        ({}, 4),  # no cgroup files at all
+        ({"cpu.max": "garbage"}, 4),
+    ],
+)
+def test_the_usable_cores_are_the_affinity_capped_by_the_cgroup_quota(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, str], cores: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert usable_cores(cgroup(tmp_path, files)) == cores

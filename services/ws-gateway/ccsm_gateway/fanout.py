@@ -18,9 +18,11 @@ The rules that make writing to a socket's file descriptor behind its transport s
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 # Below this many sockets a helper's hand-off (waking a thread, ~50 µs) costs more than it saves.
 SPLIT_AT = 512
@@ -32,13 +34,40 @@ Short = tuple[int, int]  # (index into the descriptors, bytes of the frame writt
 
 
 def default_helpers() -> int:
-    """One helper thread when the process may run on two or more cores, else none. More than one helper did not
-    pay on this machine's 2 cores (the threads then contend for the GIL between syscalls)."""
+    """One helper thread when the process may use two or more cores, else none. More than one helper did not pay
+    on this machine's 2 cores (the threads then contend for the GIL between syscalls)."""
+    return 1 if usable_cores() >= 2 else 0
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may run on (its affinity), capped by its cgroup's CPU quota when it has one: a
+    container given 0.5 vCPU (the gateway's ECS task) may see every core of its host and still get only half of
+    one, and a helper thread there buys nothing."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return 1 if cores >= 2 else 0
+    quota = cgroup_cpu_quota(cgroup_root)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs' worth of time per period the cgroup allows, or None when unlimited or unknown. cgroup v2 `cpu.max`
+    holds "$MAX $PERIOD" ("max" when unlimited; Documentation/admin-guide/cgroup-v2.rst); cgroup v1 has
+    `cpu.cfs_quota_us` (-1 when unlimited) and `cpu.cfs_period_us`."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+        if quota == "max":
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def write_chunks(fds: Sequence[int], chunks: Iterator[range], data: bytes) -> list[Short]:
