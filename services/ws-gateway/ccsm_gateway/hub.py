@@ -12,8 +12,9 @@ overflows is closed with 1013 (try again later) and dropped from the fan-out, so
 Broadcasts take a shortcut past the ASGI `send` (see `direct_protocol`): the wire bytes of a server text frame are
 the same for every socket (no compression, server frames unmasked), so a broadcast frame is serialised once and
 written straight to the file descriptor of each socket whose transport is writable with nothing buffered, by the
-loop thread and a helper thread together (`ccsm_gateway.fanout`); what a write could not finish goes to that
-socket's transport. Everything else (replies, closes, paused sockets) goes through the Outbox as above.
+loop thread and, when the process may use two cores, a helper thread (`ccsm_gateway.fanout`); what a write could
+not finish goes to that socket's transport. Everything else (replies, closes, paused sockets) goes through the
+Outbox as above.
 
 When the subscription breaks (Redis restarted, the connection killed) it is re-established with back-off, and
 every socket then receives `db-changed` with reason `resync`: it may have missed events in the gap.
