@@ -133,6 +133,57 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class LineReader:
+    """A process's output lines, read on a thread: `wait_for` blocks on them with a deadline (never a sleep)."""
+
+    def __init__(self, proc: subprocess.Popen[str], label: str) -> None:
+        self.proc = proc
+        self.label = label
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        """Block until a line containing `text` appears (lines already seen count)."""
+        for line in self.lines:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.label}: no line containing {text!r}; last lines: {self.lines[-15:]}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError(f"{self.label} exited ({self.proc.poll()}) before {text!r}: {self.lines[-15:]}")
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def close(self) -> None:
+        """After the process has exited: stop reading and keep every line it printed."""
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+
+
 class ServiceProcess:
     """A service run as a real process: `python -m <module>` with the environment of `settings`."""
 
@@ -158,10 +209,7 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.output = LineReader(self.proc, module)
 
     @property
     def base_url(self) -> str:
@@ -171,31 +219,13 @@ class ServiceProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+    @property
+    def lines(self) -> list[str]:
+        return self.output.lines
 
     def wait_for_line(self, text: str, timeout: float = 15.0) -> str:
         """Block until a log line containing `text` appears (lines already seen count)."""
-        for line in self.lines:
-            if text in line:
-                return line
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{self.module}: no line containing {text!r}; last lines: {self.lines[-15:]}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError(f"{self.module} exited ({self.proc.poll()}) before {text!r}: {self.lines[-15:]}")
-            self.lines.append(line)
-            if text in line:
-                return line
+        return self.output.wait_for(text, timeout)
 
     def wait_started(self, timeout: float = 20.0) -> ServiceProcess:
         """Wait until uvicorn says the socket is bound; a process that never gets there is killed, so a failed
@@ -220,16 +250,7 @@ class ServiceProcess:
 
     def wait_exit(self, timeout: float = 40.0) -> int:
         code = self.proc.wait(timeout)
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
+        self.output.close()
         return code
 
     def stop(self) -> int:

@@ -6,15 +6,12 @@ Only the base image differs (this machine's Python, of the same minor version; t
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,47 +21,11 @@ import yaml
 from ccsm_core.settings import Settings
 from deploy import validate
 from deploy.topology import deployments
-from tests.harness import ROOT, free_port, settings_env
+from tests.harness import ROOT, LineReader, free_port, settings_env
 
 pytestmark = pytest.mark.slow
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-
-
-class LineReader:
-    """A process's output lines, read on a thread; `wait_for` blocks on them with a deadline (never a sleep)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.seen: list[str] = []
-        self.queue: queue.Queue[str | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.queue.put(line.rstrip("\n"))
-        self.queue.put(None)
-
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                raise RuntimeError(f"exited ({self.proc.wait()}) before {text!r}: {self.seen[-15:]}")
-            self.seen.append(line)
-            if text in line:
-                return
-        raise TimeoutError(f"no line containing {text!r} within {timeout} s: {self.seen[-15:]}")
-
-    def close(self) -> None:
-        self.thread.join(10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:
@@ -186,9 +147,9 @@ def test_the_image_installs_each_service_from_the_lock_and_it_passes_the_healthc
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines = LineReader(proc)
+    lines = LineReader(proc, image_env["CCSM_MODULE"])
     try:
-        lines.wait_for("Uvicorn running on")  # printed once the socket is bound
+        lines.wait_for("Uvicorn running on", timeout=30)  # printed once the socket is bound
         (command,) = re.findall(r"^HEALTHCHECK .* CMD (\[.*\])$", DOCKERFILE, re.MULTILINE)
         argv = yaml.safe_load(command)
         assert argv == ["python", "/app/healthcheck.py"]
@@ -200,4 +161,4 @@ def test_the_image_installs_each_service_from_the_lock_and_it_passes_the_healthc
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(40)
         lines.close()
-    assert code == 0, lines.seen[-10:]
+    assert code == 0, lines.lines[-10:]
