@@ -28,6 +28,11 @@ ALB_MAX_CONDITION_VALUES = 5  # AWS quota: "Condition values per rule"
 HEALTH_PATH = "/health"  # runbook §7: the target-group health check
 HEALTHCHECK_CMD = ["CMD", "python", "/app/healthcheck.py"]  # the Dockerfile's HEALTHCHECK, same script
 NO_VALUE = {"Ref": "AWS::NoValue"}
+# Who may assume the task execution role and the task role: ECS tasks, nothing else.
+ECS_TASKS_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
 
 
 def ref(name: str) -> Json:
@@ -487,16 +492,7 @@ def _shared_resources() -> Json:
             "Type": "AWS::IAM::Role",
             "Properties": {
                 "Description": "ECS agent: pulls images, writes logs, reads the task secrets",
-                "AssumeRolePolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                },
+                "AssumeRolePolicyDocument": ECS_TASKS_TRUST,
                 "ManagedPolicyArns": [
                     {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"}
                 ],
@@ -526,16 +522,7 @@ def _shared_resources() -> Json:
             "Type": "AWS::IAM::Role",
             "Properties": {
                 "Description": "The services themselves: they call no AWS API, so this role has no permissions",
-                "AssumeRolePolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                },
+                "AssumeRolePolicyDocument": ECS_TASKS_TRUST,
             },
         },
         "AlbSecurityGroup": {
