@@ -8,7 +8,6 @@ a test that needs to wait for something else reads the process's log lines until
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import queue
 import secrets
@@ -65,30 +64,9 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-# Settings field -> environment variable, where the name is not simply upper-cased.
-_ENV_NAMES = {
-    "db_connect_timeout_s": ("DB_CONNECT_TIMEOUT_MS", 1000),
-    "db_acquire_timeout_s": ("DB_ACQUIRE_TIMEOUT_MS", 1000),
-}
-
-
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes `load_settings` produce `settings` (for service subprocesses)."""
-    env: dict[str, str] = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if f.name in ("service", "jwt_expires_seconds"):
-            continue
-        name, scale = _ENV_NAMES.get(f.name, (f.name.upper(), 1))
-        if isinstance(value, bool):
-            env[name] = "true" if value else "false"
-        elif isinstance(value, tuple):
-            env[name] = ",".join(value)
-        elif isinstance(value, float):
-            env[name] = str(int(value * scale))
-        else:
-            env[name] = str(value)
-    return env
+    return settings.to_env()
 
 
 def create_test_database(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""Operations commands: `python -m ccsm_core config audit | migrate | seed FILE`."""
+"""Operations commands: `python -m ccsm_core config audit | config docs | migrate | seed FILE`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import orjson
 
 from ccsm_core import migrations
 from ccsm_core.logs import configure_logging
-from ccsm_core.settings import ConfigError, load_settings
+from ccsm_core.settings import ConfigError, env_table_markdown, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ccsm_core")
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="configuration commands")
-    config.add_argument("action", choices=["audit"])
+    config.add_argument("action", choices=["audit", "docs"])
     config.add_argument("--service", default="backend")
     sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
     seed = sub.add_parser("seed", help="load a SQL fixture into an empty database")
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--force", action="store_true", help="load even when users exist")
     args = parser.parse_args(argv)
 
+    if args.command == "config" and args.action == "docs":
+        # The README's environment table, generated from the Settings fields (no environment is read).
+        sys.stdout.write(env_table_markdown())
+        return 0
     try:
         settings = load_settings(getattr(args, "service", "backend"))
     except ConfigError as exc:

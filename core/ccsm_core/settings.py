@@ -4,6 +4,11 @@ The variable names, meanings and defaults are the runbook's (../shared/runbook/d
 old backend's (contract-core §8.1), plus what the new design needs (REDIS_URL, CORS_ORIGINS, TRUSTED_PROXIES,
 LOG_LEVEL, ...). Invalid or unsafe configuration raises `ConfigError` whose message is one line naming the
 variable; the process entry points print it and exit 2 before anything connects.
+
+Every field that comes from the environment says so once, where it is declared (`setting(...)`): its variable,
+how its value is written, what it means and how it reads. `load_settings` reads by that metadata, `to_env` writes
+it back (test and bench subprocesses), and the README's environment table (`python -m ccsm_core config docs`) is
+generated from it, so none of them can drift from the others (tests/core/test_settings.py checks the README).
 """
 
 from __future__ import annotations
@@ -12,68 +17,231 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 MODES = ("local", "remotetest", "remote")
 TRUTHY = frozenset({"1", "true", "yes", "on"})  # contract-core §8.1: the old backend's truthy set
 FALSY = frozenset({"0", "false", "no", "off"})
 
-# Names whose values never appear in logs or in `config audit`.
-SECRET_FIELDS = frozenset({"db_password", "jwt_secret", "jwt_secret_previous", "jira_api_token"})
-
 DEFAULT_JWT_EXPIRES_IN = "8h"
 MIN_SECRET_BYTES = 32  # fix 2 in the spec README: a strong secret outside `local`
+LOCAL_DEV_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")  # Vite's default dev-server port
 
 
 class ConfigError(ValueError):
     """Configuration that must stop the process at start-up; the message names the variable."""
 
 
+# --- how one variable is written ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How a variable's text becomes a value (`parse`, given the variable's name for the error message) and
+    back (`dump`), and how the value is described to whoever sets it (`format`)."""
+
+    format: str
+    parse: Callable[[str, str], Any]
+    dump: Callable[[Any], str] = str
+    strip: bool = True  # a password may legitimately start or end with a space
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _lower(name: str, raw: str) -> str:
+    return raw.lower()
+
+
+def _integer(name: str, raw: str) -> int:
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer (got {raw!r})") from None
+
+
+def _number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number (got {raw!r})")
+    return value
+
+
+def _ms_as_seconds(name: str, raw: str) -> float:
+    return _number(name, raw) / 1000
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in TRUTHY:
+        return True
+    if value in FALSY:
+        return False
+    raise ConfigError(f"{name} must be one of 1/true/yes/on or 0/false/no/off (got {raw!r})")
+
+
+def _items(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bcrypt_rounds(name: str, raw: str) -> int:
+    # contract-core §8.3: below 8 -> 8, above 15 -> 15, otherwise rounded down
+    return int(min(15, max(8, math.floor(_number(name, raw)))))
+
+
+def _duration(name: str, raw: str) -> str:
+    try:
+        parse_duration_seconds(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must look like 8h, 30m, 7d, '2 days' or a number of seconds (got {raw!r})") from None
+    return raw
+
+
+TEXT = Kind("text", _text)
+LOWER = Kind("text (case-insensitive)", _lower)
+INTEGER = Kind("integer", _integer)
+PORT = Kind("TCP port (0..65535)", _integer)
+BYTES = Kind("integer (bytes)", _integer)
+MILLISECONDS = Kind("integer (milliseconds)", _integer)
+MS_AS_SECONDS = Kind("integer (milliseconds)", _ms_as_seconds, dump=lambda v: str(round(v * 1000)))
+FLAG = Kind("`true`/`false` (also 1/0, yes/no, on/off)", _flag, dump=lambda v: "true" if v else "false")
+LIST = Kind("comma-separated list", _items, dump=",".join)
+CIDRS = Kind("comma-separated IP addresses or CIDR ranges", _items, dump=",".join)
+ORIGINS = Kind("comma-separated origins (scheme://host[:port])", _items, dump=",".join)
+SECRET = Kind("secret text (from the secret store)", _text)
+PASSWORD = Kind("secret text (from the secret store; not trimmed)", _text, strip=False)
+ROUNDS = Kind("integer 8..15 (clamped)", _bcrypt_rounds)
+DURATION = Kind("duration: 8h, 30m, 7d, '2 days', or seconds", _duration)
+URL = Kind("URL", _text)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One variable of the environment contract, as declared on its `Settings` field."""
+
+    name: str
+    kind: Kind
+    doc: str
+    default_doc: str | None = None  # how the default reads in the docs, when it is not simply the value
+    secret: bool = False  # never logged, never in `config audit`
+    by_mode: Callable[[str], Any] | None = None  # the default when it depends on NODE_ENV
+    field: str = ""  # the Settings field, filled in by env_vars()
+
+
+def setting(
+    default: Any,
+    env: str,
+    kind: Kind,
+    doc: str,
+    *,
+    default_doc: str | None = None,
+    secret: bool = False,
+    by_mode: Callable[[str], Any] | None = None,
+) -> Any:
+    """A `Settings` field read from the environment variable `env`."""
+    var = EnvVar(env, kind, doc, default_doc, secret, by_mode)
+    return field(default=default, repr=not secret, metadata={"env": var})
+
+
+def _cors_default(mode: str) -> tuple[str, ...]:
+    return LOCAL_DEV_ORIGINS if mode == "local" else ()
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    service: str = "backend"
-    node_env: str = "local"
-    port: int = 4000
-    host: str = "0.0.0.0"  # noqa: S104 - containers listen on every interface; the ALB/edge is the boundary
+    service: str = "backend"  # which service reads them (logs, /health); not from the environment
+    node_env: str = setting("local", "NODE_ENV", TEXT, "mode: `local`, `remotetest`, `remote`")
+    port: int = setting(4000, "PORT", PORT, "listen port")
+    host: str = setting(
+        "0.0.0.0",  # noqa: S104 - containers listen on every interface; the ALB/edge is the boundary
+        "HOST",
+        TEXT,
+        "listen address",
+    )
 
-    db_host: str = "127.0.0.1"
-    db_port: int = 3306
-    db_user: str = "root"
-    db_password: str = field(default="", repr=False)
-    db_name: str = "ccsm"
-    db_pool_size: int = 10  # contract-core §1.5: mysql2 connectionLimit 10
-    db_connect_timeout_s: float = 3.0
-    db_acquire_timeout_s: float = 5.0
+    db_host: str = setting("127.0.0.1", "DB_HOST", TEXT, "MySQL host")
+    db_port: int = setting(3306, "DB_PORT", PORT, "MySQL port")
+    db_user: str = setting("root", "DB_USER", TEXT, "MySQL user")
+    db_password: str = setting("", "DB_PASSWORD", PASSWORD, "MySQL password", secret=True)
+    db_name: str = setting("ccsm", "DB_NAME", TEXT, "MySQL database")
+    db_pool_size: int = setting(
+        10, "DB_POOL_SIZE", INTEGER, "connections per process (mysql2's `connectionLimit`, contract-core §1.5)"
+    )
+    db_connect_timeout_s: float = setting(
+        3.0, "DB_CONNECT_TIMEOUT_MS", MS_AS_SECONDS, "bounded wait to connect; past it a request gets 503"
+    )
+    db_acquire_timeout_s: float = setting(
+        5.0, "DB_ACQUIRE_TIMEOUT_MS", MS_AS_SECONDS, "bounded wait for a pooled connection; past it a request gets 503"
+    )
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "ccsm:"
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0", "REDIS_URL", URL, "Redis (`redis://`, `rediss://` or `unix://`)"
+    )
+    redis_prefix: str = setting("ccsm:", "REDIS_PREFIX", TEXT, "the prefix of every Redis key and channel")
 
-    auth_required: bool = False
-    jwt_secret: str = field(default="", repr=False)
-    jwt_secret_previous: str = field(default="", repr=False)
-    jwt_expires_in: str = DEFAULT_JWT_EXPIRES_IN
-    jwt_expires_seconds: int = 8 * 3600
-    bcrypt_rounds: int = 12
-    password_hash: str = "bcrypt"  # noqa: S105 - the name of a hashing scheme, not a secret
+    auth_required: bool = setting(
+        False, "AUTH_REQUIRED", FLAG, "must be true outside `local`", default_doc="`false` (local only)"
+    )
+    jwt_secret: str = setting(
+        "",
+        "JWT_SECRET",
+        SECRET,
+        "HS256 signing secret; required when auth is on, ≥ 32 bytes outside `local`",
+        secret=True,
+    )
+    jwt_secret_previous: str = setting(
+        "",
+        "JWT_SECRET_PREVIOUS",
+        SECRET,
+        "accepted for verification only, for a rotation without logging anyone out",
+        secret=True,
+    )
+    jwt_expires_in: str = setting(DEFAULT_JWT_EXPIRES_IN, "JWT_EXPIRES_IN", DURATION, "token lifetime")
+    jwt_expires_seconds: int = 8 * 3600  # JWT_EXPIRES_IN in seconds, derived by load_settings
+    bcrypt_rounds: int = setting(12, "BCRYPT_ROUNDS", ROUNDS, "bcrypt cost of new hashes")
+    password_hash: str = setting(
+        "bcrypt",
+        "PASSWORD_HASH",
+        LOWER,
+        "`bcrypt`, or `argon2id` to opt in to rehash-on-login (bcrypt stays the default for rollback)",
+    )
 
-    use_helmet: bool = False
-    cors_origins: tuple[str, ...] = ()
-    trusted_proxies: tuple[str, ...] = ()
-    body_limit_bytes: int = 100 * 1024  # express.json() default limit, contract-core §1.1
+    use_helmet: bool = setting(False, "USE_HELMET", FLAG, "helmet 8's default security headers on every response")
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "CORS_ORIGINS",
+        ORIGINS,
+        "exact CORS allow-list (also checked on the WebSocket upgrade's `Origin`)",
+        default_doc="Vite's dev origins in `local`, none otherwise",
+        by_mode=_cors_default,
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "TRUSTED_PROXIES", CIDRS, "peers whose `X-Forwarded-For` is believed (the ALB's subnets)"
+    )
+    body_limit_bytes: int = setting(
+        100 * 1024, "BODY_LIMIT_BYTES", BYTES, "request body limit (express.json's 100 kB, contract-core §1.1)"
+    )
 
-    shutdown_grace_ms: int = 15000
-    shutdown_force_ms: int = 30000
-    ready_timeout_ms: int = 2000
+    shutdown_grace_ms: int = setting(15000, "SHUTDOWN_GRACE_MS", MILLISECONDS, "drain window after SIGTERM")
+    shutdown_force_ms: int = setting(
+        30000, "SHUTDOWN_FORCE_MS", MILLISECONDS, "hard limit after SIGTERM: what remains is cancelled, exit 1"
+    )
+    ready_timeout_ms: int = setting(2000, "READY_TIMEOUT_MS", MILLISECONDS, "how long `/ready` waits for a dependency")
 
-    jira_base_url: str = ""
-    jira_email: str = ""
-    jira_api_token: str = field(default="", repr=False)
+    jira_base_url: str = setting("", "JIRA_BASE_URL", URL, "Jira Cloud site for `POST /api/items/jira-sync`")
+    jira_email: str = setting("", "JIRA_EMAIL", TEXT, "Jira account e-mail")
+    jira_api_token: str = setting("", "JIRA_API_TOKEN", SECRET, "Jira API token", secret=True)
 
-    log_level: str = "info"
-    access_log: bool = True
+    log_level: str = setting("info", "LOG_LEVEL", LOWER, "`debug`, `info`, `warning`, `error` or `critical`")
+    access_log: bool = setting(True, "ACCESS_LOG", FLAG, "one JSON access line per request")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -92,7 +260,8 @@ class Settings:
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in SECRET_FIELDS:
+            var: EnvVar | None = f.metadata.get("env")
+            if var is not None and var.secret:
                 value = "<redacted>" if value else "<unset>"
             elif f.name == "redis_url":
                 value = redact_url(str(value))
@@ -100,6 +269,24 @@ class Settings:
                 value = list(value)
             out[f.name] = value
         return out
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `load_settings` read these settings back (for subprocesses: tests,
+        benchmarks). Holds the secrets: pass it to a process, never print it."""
+        return {var.name: var.kind.dump(getattr(self, var.field)) for var in env_vars()}
+
+
+def env_vars() -> list[EnvVar]:
+    """Every variable of the environment contract, in declaration order."""
+    out = []
+    for f in fields(Settings):
+        var: EnvVar | None = f.metadata.get("env")
+        if var is not None:
+            out.append(EnvVar(var.name, var.kind, var.doc, var.default_doc, var.secret, var.by_mode, f.name))
+    return out
+
+
+SECRET_FIELDS = frozenset(var.field for var in env_vars() if var.secret)
 
 
 def validate(s: Settings) -> None:
@@ -235,49 +422,7 @@ def merged_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
     return merged
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def text(self, name: str, default: str) -> str:
-        value = self.env.get(name)
-        # fix 9: an empty value falls back to the default, like an unset one
-        return default if value is None or value.strip() == "" else value.strip()
-
-    def integer(self, name: str, default: int) -> int:
-        raw = self.text(name, str(default))
-        try:
-            return int(raw, 10)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer (got {raw!r})") from None
-
-    def number(self, name: str, default: float) -> float:
-        raw = self.text(name, str(default))
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number (got {raw!r})") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number (got {raw!r})")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        value = raw.strip().lower()
-        if value in TRUTHY:
-            return True
-        if value in FALSY:
-            return False
-        raise ConfigError(f"{name} must be one of 1/true/yes/on or 0/false/no/off (got {raw!r})")
-
-    def items(self, name: str) -> tuple[str, ...]:
-        raw = self.env.get(name) or ""
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-LOCAL_DEV_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")  # Vite's default dev-server port
+# --- reading -------------------------------------------------------------------------------------------------
 
 
 def load_settings(
@@ -287,60 +432,39 @@ def load_settings(
 ) -> Settings:
     """Read the environment (and `.env.<mode>`, `.env`) once into Settings; raises ConfigError."""
     env = merged_environment(os.environ if environ is None else environ, cwd or Path.cwd())
-    r = _Reader(env)
-    node_env = r.text("NODE_ENV", "local")
+    node_env = (env.get("NODE_ENV") or "").strip() or "local"
+    defaults = {f.name: f.default for f in fields(Settings)}
+    values: dict[str, Any] = {"service": service}
+    for var in env_vars():
+        raw = env.get(var.name)
+        if raw is not None and var.kind.strip:
+            raw = raw.strip()
+        if raw is None or raw.strip() == "":
+            # fix 9: an empty value falls back to the default, like an unset one
+            values[var.field] = var.by_mode(node_env) if var.by_mode is not None else defaults[var.field]
+        else:
+            values[var.field] = var.kind.parse(var.name, raw)
+    values["jwt_expires_seconds"] = parse_duration_seconds(values["jwt_expires_in"])
+    return Settings(**values)
 
-    expires_raw = r.text("JWT_EXPIRES_IN", DEFAULT_JWT_EXPIRES_IN)
-    try:
-        expires_seconds = parse_duration_seconds(expires_raw)
-    except ValueError:
-        raise ConfigError(
-            f"JWT_EXPIRES_IN must look like 8h, 30m, 7d, '2 days' or a number of seconds (got {expires_raw!r})"
-        ) from None
 
-    rounds = r.number("BCRYPT_ROUNDS", 12)
-    # contract-core §8.3: below 8 -> 8, above 15 -> 15, otherwise rounded down
-    bcrypt_rounds = int(min(15, max(8, math.floor(rounds))))
+# --- the generated documentation ------------------------------------------------------------------------------
 
-    cors = r.items("CORS_ORIGINS")
-    if not cors and "CORS_ORIGINS" not in env and node_env == "local":
-        cors = LOCAL_DEV_ORIGINS
 
-    return Settings(
-        service=service,
-        node_env=node_env,
-        port=r.integer("PORT", 4000),
-        host=r.text("HOST", "0.0.0.0"),  # noqa: S104 - see Settings.host
-        db_host=r.text("DB_HOST", "127.0.0.1"),
-        db_port=r.integer("DB_PORT", 3306),
-        db_user=r.text("DB_USER", "root"),
-        db_password=env.get("DB_PASSWORD", ""),  # a password may legitimately contain spaces
-        db_name=r.text("DB_NAME", "ccsm"),
-        db_pool_size=r.integer("DB_POOL_SIZE", 10),
-        db_connect_timeout_s=r.number("DB_CONNECT_TIMEOUT_MS", 3000) / 1000,
-        db_acquire_timeout_s=r.number("DB_ACQUIRE_TIMEOUT_MS", 5000) / 1000,
-        redis_url=r.text("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        redis_prefix=r.text("REDIS_PREFIX", "ccsm:"),
-        auth_required=r.flag("AUTH_REQUIRED", False),
-        jwt_secret=r.text("JWT_SECRET", ""),  # the old backend trims the secret (contract-core §8.2)
-        jwt_secret_previous=r.text("JWT_SECRET_PREVIOUS", ""),
-        jwt_expires_in=expires_raw,
-        jwt_expires_seconds=expires_seconds,
-        bcrypt_rounds=bcrypt_rounds,
-        password_hash=r.text("PASSWORD_HASH", "bcrypt").lower(),
-        use_helmet=r.flag("USE_HELMET", False),
-        cors_origins=cors,
-        trusted_proxies=r.items("TRUSTED_PROXIES"),
-        body_limit_bytes=r.integer("BODY_LIMIT_BYTES", 100 * 1024),
-        shutdown_grace_ms=r.integer("SHUTDOWN_GRACE_MS", 15000),
-        shutdown_force_ms=r.integer("SHUTDOWN_FORCE_MS", 30000),
-        ready_timeout_ms=r.integer("READY_TIMEOUT_MS", 2000),
-        jira_base_url=r.text("JIRA_BASE_URL", ""),
-        jira_email=r.text("JIRA_EMAIL", ""),
-        jira_api_token=r.text("JIRA_API_TOKEN", ""),
-        log_level=r.text("LOG_LEVEL", "info").lower(),
-        access_log=r.flag("ACCESS_LOG", True),
-    )
+def _default_doc(var: EnvVar) -> str:
+    if var.default_doc is not None:
+        return var.default_doc
+    default = next(f.default for f in fields(Settings) if f.name == var.field)
+    text = var.kind.dump(default)
+    return f"`{text}`" if text else "—"
+
+
+def env_table_markdown() -> str:
+    """The README's environment table (`python -m ccsm_core config docs`)."""
+    lines = ["| variable | default | format | meaning |", "|---|---|---|---|"]
+    for var in env_vars():
+        lines.append(f"| `{var.name}` | {_default_doc(var)} | {var.kind.format} | {var.doc} |")
+    return "\n".join(lines) + "\n"
 
 
 def redact_url(url: str) -> str:
