@@ -93,9 +93,10 @@ class Smoke:
     def desktop_login(self) -> str:
         r = self.client.post("/api/desktop/login-authcode", json={"code": self.authcode})
         body = self.expect(r, 200).json()
-        user = body.get("user") if isinstance(body, dict) else None
+        assert isinstance(body, dict), "the desktop login answered null: the code matched no active user"
         assert body.get("accessToken"), "no accessToken in the desktop login response"
-        return f"user id={(user or {}).get('id', '?')}"
+        # D1's body has the user's fields at the top level (contract-work §4), not under `user`.
+        return f"user id={body.get('id')} login={body.get('login')}"
 
     def ws_connected(self) -> str:
         self.ws = self.stack.enter_context(

@@ -48,6 +48,8 @@ def test_all_nine_checks_pass_against_the_local_deployment(edge: str, capsys: py
     assert all(line.startswith("PASS") for line in lines)
     assert "ms" in lines[0]
     assert f"smoke: {CHECKS} passed, 0 failed" in out
+    # code 555 is the admin's (fixtures/seed.sql header): the line names the user the code logged in
+    assert any("desktop" in line and "user id=1 login=admin" in line for line in lines), lines
 
 
 def test_a_failing_check_makes_the_command_exit_non_zero(edge: str, capsys: pytest.CaptureFixture[str]) -> None:
