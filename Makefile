@@ -5,13 +5,17 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
+.DEFAULT_GOAL := help
 
-.PHONY: run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-deps uv lint-deploy system-deps
+.PHONY: help run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-deps uv lint-deploy system-deps
+
+help:  ## list the targets and what each does
+	@awk -F':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 uv:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
 
-sync: uv
+sync: uv  ## install the locked dependencies into .venv
 	@$(UV) sync --frozen --quiet
 
 run: sync  ## serve every service on PORT (4000) against the machine's MySQL and Redis
@@ -19,16 +23,16 @@ run: sync  ## serve every service on PORT (4000) against the machine's MySQL and
 
 test: check pytest  ## lint, type-check, then the whole test suite on the real MariaDB and Redis
 
-check: lint typecheck
+check: lint typecheck  ## lint and type-check only
 
-lint: sync
+lint: sync  ## ruff check and ruff format --check
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 
-typecheck: sync
+typecheck: sync  ## mypy --strict on the shipped code
 	@$(RUN) mypy core services devserver.py ops deploy
 
-pytest: sync system-deps
+pytest: sync system-deps  ## the test suite only (PYTEST_ARGS=... to pass options)
 	@$(RUN) pytest $(PYTEST_ARGS)
 
 migrate: sync  ## create the database if needed and apply pending migrations
