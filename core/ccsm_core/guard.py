@@ -5,16 +5,28 @@ The token is verified locally with the shared secret (no call to another service
 the spec): a deactivated, deleted or demoted user loses access within that window rather than at token expiry.
 Concurrent misses for one user share one query. `RevocationListener` shortens the window to the time a Redis
 message takes: `publish_revocation` (api, on deactivate/delete/re-role) makes every process forget that user.
+
+Two more refusals, both in the guard so that no route can forget them (issue 12):
+- Revoked tokens (item 4): the same cached read brings `users.tokens_revoked_at`, written when the user's password
+  or auth code changes, or the user is deactivated or re-roled (`record_revocation`). A token issued before it is
+  refused (401 `Invalid or expired token`), and because the instant is in the database it holds after a Redis
+  restart without persistence and after a process restart; reactivating a user does not clear it, so tokens from
+  before the deactivation stay dead. No extra query: it comes with `is_active` and the role.
+- Desktop-scoped tokens (item 1): a token from the auth-code login (`scope` claim) gets 403 `Forbidden`
+  outside `/api/desktop/*` (`Claims.may_use`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
@@ -38,6 +50,7 @@ class Principal:
     id: int
     role: int | None
     login: str
+    scope: str | None = None  # the token's `scope` claim: what a response cache must key on with id and role
 
     @property
     def is_admin(self) -> bool:
@@ -48,14 +61,48 @@ class Principal:
 class UserState:
     is_active: bool
     role: int | None
+    revoked_at_ms: int | None = None  # users.tokens_revoked_at in epoch ms; None: never revoked
+
+
+def epoch_ms(value: dt.datetime) -> int:
+    """A DATETIME read back (naive UTC wall time, as every session runs in UTC) as epoch milliseconds."""
+    return calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000
+
+
+def utc_datetime(instant_ms: int) -> dt.datetime:
+    """Epoch milliseconds as the naive UTC DATETIME(3) value `users.tokens_revoked_at` stores."""
+    return dt.datetime.fromtimestamp(instant_ms / 1000, dt.UTC).replace(
+        tzinfo=None, microsecond=instant_ms % 1000 * 1000
+    )
 
 
 async def _load_user_state(db: Database, user_id: int) -> UserState | None:
-    row = await db.fetch_one("SELECT is_active, system_role FROM users WHERE id = %s", (user_id,))
+    row = await db.fetch_one("SELECT is_active, system_role, tokens_revoked_at FROM users WHERE id = %s", (user_id,))
     if row is None:
         return None
     role = row["system_role"]
-    return UserState(is_active=bool(row["is_active"]), role=int(role) if role is not None else None)
+    revoked = row.get("tokens_revoked_at")
+    return UserState(
+        is_active=bool(row["is_active"]),
+        role=int(role) if role is not None else None,
+        revoked_at_ms=epoch_ms(revoked) if isinstance(revoked, dt.datetime) else None,
+    )
+
+
+# Never moves the instant backwards (a clock stepped back, or two writers): a later revocation always wins.
+RECORD_REVOCATION_SQL = (
+    "UPDATE users SET tokens_revoked_at = GREATEST(COALESCE(tokens_revoked_at, %s), %s) WHERE id = %s"
+)
+
+
+def revocation_params(user_id: int, instant_ms: int) -> tuple[dt.datetime, dt.datetime, int]:
+    at = utc_datetime(instant_ms)
+    return at, at, user_id
+
+
+async def record_revocation(cur: Any, user_id: int, instant_ms: int) -> None:
+    """Write the user's revocation instant, in the caller's transaction: tokens issued before it are refused."""
+    await cur.execute(RECORD_REVOCATION_SQL, revocation_params(user_id, instant_ms))
 
 
 class UserStateCache:
@@ -132,8 +179,12 @@ class Guard:
         state = await self.users.get(claims.sub)
         if state is None or not state.is_active:
             raise ApiError(401, "Invalid or expired token")
+        if state.revoked_at_ms is not None and claims.issued_before(state.revoked_at_ms):
+            raise ApiError(401, "Invalid or expired token")
+        if not claims.may_use(conn.scope["path"]):
+            raise ApiError(403, "Forbidden")
         # The role is the user's current one, not the one frozen in the token (fix 3).
-        return Principal(id=claims.sub, role=state.role, login=claims.login)
+        return Principal(id=claims.sub, role=state.role, login=claims.login, scope=claims.scope)
 
     async def require(self, conn: HTTPConnection, roles: frozenset[int] | None = None) -> Principal | None:
         principal = await self.authenticate(conn)
@@ -147,15 +198,19 @@ def guard_of(conn: HTTPConnection) -> Guard:
     return guard
 
 
-async def publish_revocation(keyspace: Keyspace, user_id: int, retention_s: float) -> None:
-    """Tell every process that `user_id` was deactivated, deleted or had its role changed: guards drop their
-    cached state for it and gateways close its sockets (4401). Best effort: the 30 s cache bounds it anyway.
+async def publish_revocation(
+    keyspace: Keyspace, user_id: int, retention_s: float, instant_ms: int | None = None
+) -> None:
+    """Tell every process that `user_id` was deactivated, deleted, had its role or a credential changed: guards
+    drop their cached state for it and gateways close its sockets (4401). Best effort: the 30 s cache bounds it
+    anyway, and `users.tokens_revoked_at` (when the caller recorded it) keeps it durable. `instant_ms` is the
+    revocation's instant, the one recorded in the database (default: now).
 
     The revocation is also logged with its time (`Keyspace.revocation_log_key`), in the same transaction as the
     message, for `retention_s` (a token's lifetime: an older revocation concerns only expired tokens). A gateway
     that was not subscribed when the message went out (Redis restarted, its connection lost, a task started
     later) reads the log when it subscribes and closes the sockets whose token predates a revocation."""
-    now_ms = int(time.time() * 1000)
+    now_ms = int(time.time() * 1000) if instant_ms is None else instant_ms
     retention_ms = max(1, int(retention_s * 1000))
     try:
         async with keyspace.client.pipeline(transaction=True) as pipe:

@@ -8,6 +8,15 @@ hot path of every request.
 Rotation: new tokens carry a `kid` naming their key (derived from the secret, not revealing it). A token with
 a `kid` is checked against that key only; a token without one (the old backend's) is tried against the current
 secret, then `JWT_SECRET_PREVIOUS`.
+
+Two claims of our own, both ignored by the old clients (they read `sub`, `role`, `login`) and by jsonwebtoken:
+- `scope` (RFC 8693 §4.2: space-separated scope values): a token from the desktop auth-code login carries
+  `"scope": "desktop"` and is valid only where the desktop app works, `/api/desktop/*` and `/ws/desktop`
+  (issue 12 item 1; the guard enforces it). A token without `scope` (every web token, and every token of the
+  old backend) is valid everywhere, as before.
+- `iat_ms`: the issue instant in epoch milliseconds. `iat` is whole seconds (kept as jsonwebtoken writes it),
+  which cannot say whether a token issued in the second of a revocation came before or after it; `iat_ms` can
+  (`Claims.issued_before`, issue 12 item 4).
 """
 
 from __future__ import annotations
@@ -29,6 +38,11 @@ VERIFIED_CACHE_SIZE = 10_000  # distinct live tokens remembered per process (a f
 LEEWAY_S = 5  # clock skew allowed between tasks; the issue allows at most 30 s
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
+DESKTOP_SCOPE = "desktop"
+# Where a desktop-scoped token is valid: the desktop app calls nothing else (its backend-api.js only calls
+# `/desktop/...` paths under the API base, and opens `/ws/desktop`).
+DESKTOP_PATH_PREFIXES = ("/api/desktop", "/ws/desktop")
+
 
 class TokenError(Exception):
     """Verification failed: answered 401 `Invalid or expired token` (contract-core §1.6)."""
@@ -46,6 +60,29 @@ class Claims:
     iat: int | None
     exp: int
     kid: str | None
+    scope: str | None = None  # None: no `scope` claim, valid everywhere (web and old-backend tokens)
+    iat_ms: int | None = None  # the issue instant in epoch ms, when the token says it (ours do)
+
+    def may_use(self, path: str) -> bool:
+        """Whether this token is valid for a request to `path` (matched case-insensitively, as routes are)."""
+        if self.scope is None:
+            return True
+        if DESKTOP_SCOPE not in self.scope.split(" "):
+            return False
+        lowered = path.lower()
+        return any(lowered == p or lowered.startswith(p + "/") for p in DESKTOP_PATH_PREFIXES)
+
+    def issued_before(self, instant_ms: int) -> bool:
+        """Whether this token may have been issued before `instant_ms` (epoch ms; a revocation).
+
+        With `iat_ms` the answer is exact. A token with only a whole-second `iat` (the old backend's, or ours from
+        before `iat_ms`) counts from the start of its second, so one issued in the second of a revocation is
+        refused, never let through; one without any `iat` predates every revocation."""
+        if self.iat_ms is not None:
+            return self.iat_ms < instant_ms
+        if self.iat is not None:
+            return self.iat * 1000 < instant_ms
+        return True
 
 
 def key_id(secret: str) -> str:
@@ -103,12 +140,21 @@ class TokenService:
         self._verified[token] = claims
         return claims
 
-    def issue(self, user_id: int, role: int | None, login: str, now: float | None = None) -> str:
+    def issue(
+        self, user_id: int, role: int | None, login: str, now: float | None = None, scope: str | None = None
+    ) -> str:
+        """A token for the user; `now` is its issue instant (the login passes the instant it read the user's row, so
+        a revocation committed after that read also covers this token); `scope` limits where it is valid."""
         if not self.secret:
             raise TokenError("no signing secret configured")
-        iat = math.floor(time.time() if now is None else now)
+        instant = time.time() if now is None else now
+        iat = math.floor(instant)
         header = {"alg": "HS256", "typ": "JWT", "kid": self.current_kid}
-        payload = {"sub": user_id, "role": role, "login": login, "iat": iat, "exp": iat + self.expires_seconds}
+        payload: dict[str, Any] = {"sub": user_id, "role": role, "login": login, "iat": iat}
+        payload["exp"] = iat + self.expires_seconds
+        payload["iat_ms"] = math.floor(instant * 1000)
+        if scope is not None:
+            payload["scope"] = scope
         signing_input = f"{_b64encode(orjson.dumps(header))}.{_b64encode(orjson.dumps(payload))}".encode()
         return f"{signing_input.decode()}.{_b64encode(_sign(signing_input, self.secret))}"
 
@@ -157,6 +203,8 @@ class TokenService:
         role = int(role_raw) if _is_number(role_raw) and float(role_raw).is_integer() else None
         login = payload.get("login")
         iat = payload.get("iat")
+        iat_ms = payload.get("iat_ms")
+        scope = payload.get("scope")
         return Claims(
             sub=sub,
             role=role,
@@ -164,6 +212,9 @@ class TokenService:
             iat=int(iat) if _is_number(iat) else None,
             exp=int(exp),
             kid=kid if isinstance(kid, str) else None,
+            # A `scope` that is not a string grants nothing (""), rather than everything.
+            scope=None if scope is None else scope if isinstance(scope, str) else "",
+            iat_ms=int(iat_ms) if _is_number(iat_ms) else None,
         )
 
 

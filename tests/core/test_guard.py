@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,10 +29,12 @@ from ccsm_core.guard import (
     RevocationListener,
     UserState,
     UserStateCache,
+    epoch_ms,
+    utc_datetime,
 )
 from ccsm_core.lifecycle import Lifecycle
 from ccsm_core.settings import Settings
-from ccsm_core.tokens import TokenService
+from ccsm_core.tokens import DESKTOP_SCOPE, TokenService
 
 # --- fakes -------------------------------------------------------------------------------------------------------
 
@@ -39,8 +42,9 @@ from ccsm_core.tokens import TokenService
 class FakeDatabase:
     """`users` as a dict; counts queries; can hold a query until the test releases it, or fail once."""
 
-    def __init__(self, users: dict[int, tuple[int, int | None]]) -> None:
+    def __init__(self, users: dict[int, tuple[int, int | None]], revoked: dict[int, dt.datetime] | None = None) -> None:
         self.users = users
+        self.revoked = revoked or {}
         self.queries = 0
         self.gate: asyncio.Event | None = None
         self.entered: asyncio.Event | None = None
@@ -58,15 +62,15 @@ class FakeDatabase:
             raise ConnectionError("database went away")
         if snapshot is None:
             return None
-        return {"is_active": snapshot[0], "system_role": snapshot[1]}
+        return {"is_active": snapshot[0], "system_role": snapshot[1], "tokens_revoked_at": self.revoked.get(args[0])}
 
 
 SECRET = "guard-test-secret-0123456789abcdef-xyz"
 
 
-def request_with(token: str | None) -> Request:
+def request_with(token: str | None, path: str = "/") -> Request:
     headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
-    return Request({"type": "http", "method": "GET", "path": "/", "headers": headers, "query_string": b""})
+    return Request({"type": "http", "method": "GET", "path": path, "headers": headers, "query_string": b""})
 
 
 def make_guard(users: dict[int, tuple[int, int | None]], ttl_s: float = REVOCATION_TTL_S) -> tuple[Guard, FakeDatabase]:
@@ -183,6 +187,82 @@ def test_with_auth_off_the_guard_lets_everyone_through_as_the_old_backend_did() 
     guard = Guard(TokenService(""), UserStateCache(db), auth_required=False)  # type: ignore[arg-type]
     assert asyncio.run(guard.require(request_with(None), ADMIN_ONLY)) is None
     assert db.queries == 0
+
+
+# --- unit: issue 12, desktop-scoped tokens and the revocation instant -------------------------------------------
+
+
+def desktop_token(sub: int = 3, role: int = 2, now: float | None = None) -> str:
+    return TokenService(SECRET).issue(sub, role, "pnair", now=now, scope=DESKTOP_SCOPE)
+
+
+@pytest.mark.parametrize("path", ["/api/users", "/api/customers", "/api/lookups/task-categories", "/api/items", "/"])
+def test_a_desktop_token_is_forbidden_outside_the_desktop_paths_whatever_the_route_asks(path: str) -> None:
+    guard, _ = make_guard({3: (1, 2)})
+    for roles in (None, STAFF, ADMIN_ONLY):  # even a route that lets any role in
+        with pytest.raises(ApiError) as err:
+            asyncio.run(guard.require(request_with(desktop_token(), path), roles))
+        assert (err.value.status, err.value.message) == (403, "Forbidden")
+
+
+def test_a_desktop_token_passes_on_the_desktop_paths_and_names_its_scope() -> None:
+    guard, _ = make_guard({3: (1, 2)})
+    principal = asyncio.run(guard.require(request_with(desktop_token(), "/API/Desktop/bootstrap"), STAFF))
+    assert (principal.id, principal.role, principal.scope) == (3, 2, "desktop")
+    web = asyncio.run(guard.require(request_with(token(3, 2), "/api/users"), STAFF))
+    assert web.scope is None
+
+
+def test_an_invalid_desktop_token_is_401_before_it_is_403() -> None:
+    guard, _ = make_guard({3: (0, 2)})  # inactive
+    with pytest.raises(ApiError) as err:
+        asyncio.run(guard.require(request_with(desktop_token(), "/api/users")))
+    assert err.value.status == 401
+
+
+def test_a_token_issued_before_the_users_revocation_is_refused_and_one_after_it_passes() -> None:
+    guard, db = make_guard({1: (1, 1)})
+    issue = TokenService(SECRET).issue
+
+    async def outcome(t: str) -> int:
+        try:
+            await guard.require(request_with(t))
+        except ApiError as exc:
+            return exc.status
+        return 200
+
+    async def scenario() -> list[int]:
+        now = time.time()
+        # A revocation instant in the future of these tokens, so they are all still valid otherwise.
+        db.revoked = {1: utc_datetime(int(now * 1000) + 500)}
+        guard.users.forget(1)
+        return [
+            await outcome(issue(1, 1, "admin", now=now)),  # before, in the same second or the previous one
+            await outcome(issue(1, 1, "admin", now=now + 0.499)),  # 1 ms before the revocation
+            await outcome(issue(1, 1, "admin", now=now + 0.500)),  # at it: a login right after
+            await outcome(issue(1, 1, "admin", now=now + 0.9)),  # after it
+        ]
+
+    assert asyncio.run(scenario()) == [401, 401, 200, 200]
+
+
+def test_the_revocation_instant_round_trips_milliseconds_through_a_datetime3_value() -> None:
+    instant = 1_900_000_000_123
+    assert utc_datetime(instant) == dt.datetime(2030, 3, 17, 17, 46, 40, 123000)
+    assert epoch_ms(utc_datetime(instant)) == instant
+
+
+def test_the_revocation_instant_comes_with_the_cached_state_without_another_query() -> None:
+    guard, db = make_guard({1: (1, 1)})
+    db.revoked = {1: utc_datetime(int(time.time() * 1000) - 60_000)}
+    t = token(1)
+
+    async def scenario() -> None:
+        for _ in range(5):
+            await guard.require(request_with(t))
+
+    asyncio.run(scenario())
+    assert db.queries == 1
 
 
 # --- unit: the cache's single flight -----------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from ccsm_core.tokens import (
+    DESKTOP_SCOPE,
     LEEWAY_S,
     MAX_TOKEN_BYTES,
+    Claims,
     TokenError,
     TokenService,
     TokenSubjectError,
@@ -105,7 +107,15 @@ def test_issued_tokens_have_the_old_claims_with_numeric_sub_and_a_kid_header() -
     header = json.loads(base64.urlsafe_b64decode(header_b64 + "=="))
     payload = json.loads(base64.urlsafe_b64decode(payload_b64 + "=="))
     assert header == {"alg": "HS256", "typ": "JWT", "kid": key_id(SECRET)}
-    assert payload == {"sub": 7, "role": 2, "login": "mreyes", "iat": 1_800_000_000, "exp": 1_800_001_800}
+    # The old claims, plus the issue instant in milliseconds (a private claim jsonwebtoken and the clients ignore).
+    assert payload == {
+        "sub": 7,
+        "role": 2,
+        "login": "mreyes",
+        "iat": 1_800_000_000,
+        "exp": 1_800_001_800,
+        "iat_ms": 1_800_000_000_900,
+    }
     expected = hmac.new(SECRET.encode(), f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
     assert sig == b64(expected)  # plain HS256: jsonwebtoken verifies it with the same secret
 
@@ -378,3 +388,63 @@ def test_a_rejected_token_is_never_remembered() -> None:
     for _ in range(2):
         with pytest.raises(TokenError):
             service.verify(forged)
+
+
+# --- issue 12: the desktop scope and the issue instant ---------------------------------------------------------
+
+
+def test_a_desktop_token_carries_the_scope_claim_and_a_web_token_none() -> None:
+    svc = TokenService(SECRET)
+    desktop = svc.issue(3, 2, "pnair", scope=DESKTOP_SCOPE)
+    payload = json.loads(base64.urlsafe_b64decode(desktop.split(".")[1] + "=="))
+    assert payload["scope"] == "desktop"
+    assert svc.verify(desktop).scope == "desktop"
+    assert svc.verify(svc.issue(3, 2, "pnair")).scope is None
+    old_backend = TokenService(VECTOR_SECRET).verify(VECTORS["admin_valid_until_2126"])
+    assert (old_backend.scope, old_backend.iat_ms) == (None, None)
+    assert old_backend.may_use("/api/users")
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/desktop/bootstrap", True),
+        ("/API/Desktop/bootstrap/", True),
+        ("/api/desktop", True),
+        ("/ws/desktop", True),
+        ("/api/users", False),
+        ("/api/desktop-admin", False),
+        ("/api/desktopx/bootstrap", False),
+        ("/api/lookups/task-categories", False),
+        ("/ws/desktopx", False),
+        ("/", False),
+    ],
+)
+def test_a_desktop_token_may_use_only_the_desktop_paths(path: str, allowed: bool) -> None:
+    claims = Claims(sub=3, role=2, login="pnair", iat=1, exp=2, kid=None, scope=DESKTOP_SCOPE)
+    web = Claims(sub=3, role=2, login="pnair", iat=1, exp=2, kid=None)
+    assert claims.may_use(path) is allowed
+    assert web.may_use(path) is True
+
+
+@pytest.mark.parametrize("scope", [123, ["desktop"], {"desktop": True}, "", "admin", "web"])
+def test_a_scope_claim_that_is_not_the_desktop_scope_grants_nothing(scope: Any) -> None:
+    token = forge({"alg": "HS256", "typ": "JWT"}, {"sub": 1, "role": 1, "exp": time.time() + 60, "scope": scope})
+    claims = TokenService(SECRET).verify(token)
+    assert not claims.may_use("/api/users")
+    assert not claims.may_use("/api/desktop/bootstrap")
+
+
+def test_issued_before_is_exact_with_iat_ms_and_from_the_start_of_the_second_without() -> None:
+    svc = TokenService(SECRET)
+    claims = svc.verify(svc.issue(1, 1, "admin", now=1_800_000_000.400))
+    assert claims.iat_ms == 1_800_000_000_400
+    assert claims.issued_before(1_800_000_000_401)
+    assert not claims.issued_before(1_800_000_000_400)  # a login right at the revocation instant is after it
+    assert not claims.issued_before(1_800_000_000_100)
+    old = svc.verify(forge({"alg": "HS256", "typ": "JWT"}, {"sub": 1, "iat": 1_800_000_000, "exp": 4e9}))
+    assert old.iat_ms is None
+    assert old.issued_before(1_800_000_000_100)  # may predate it: refused, never let through
+    assert not old.issued_before(1_800_000_000_000)
+    no_iat = svc.verify(forge({"alg": "HS256", "typ": "JWT"}, {"sub": 1, "exp": 4e9}))
+    assert no_iat.issued_before(1)
