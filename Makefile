@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 .DEFAULT_GOAL := help
 
-.PHONY: help run test check lint typecheck pytest sync migrate seed audit up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-deps uv lint-deploy system-deps
+.PHONY: help run test check lint typecheck pytest sync migrate seed audit rotate-short-authcodes up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-deps uv lint-deploy system-deps
 
 help:  ## list the targets and what each does
 	@awk -F':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,8 +41,12 @@ migrate: sync  ## create the database if needed and apply pending migrations
 seed: sync  ## load the dev fixture into an empty database
 	@$(RUN) python -m ccsm_core seed fixtures/seed.sql
 
-audit: sync  ## the effective configuration, secrets redacted
+audit: sync  ## the effective configuration, secrets redacted, and how many active users have short auth codes
 	@$(RUN) python -m ccsm_core config audit
+	@$(RUN) python -m ccsm_core authcodes audit
+
+rotate-short-authcodes: sync  ## new random codes for users below AUTHCODE_MIN_LENGTH (dry run; APPLY=1 [OUTPUT=file])
+	@$(RUN) python -m ccsm_core authcodes rotate-short $(if $(APPLY),--apply) $(if $(OUTPUT),--output "$(OUTPUT)")
 
 smoke: sync  ## the runbook's post-deploy checks: make smoke BASE_URL=https://... (SMOKE_USERNAME/PASSWORD/AUTHCODE in env)
 	@$(RUN) python -m ops.smoke --base-url "$(or $(BASE_URL),http://127.0.0.1:4000)"

@@ -29,6 +29,7 @@ FALSY = frozenset({"0", "false", "no", "off"})
 
 DEFAULT_JWT_EXPIRES_IN = "8h"
 MIN_SECRET_BYTES = 32  # fix 2 in the spec README: a strong secret outside `local`
+AUTHCODE_MAX_LENGTH = 32  # users.authcode is VARCHAR(32)
 LOCAL_DEV_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")  # Vite's default dev-server port
 
 
@@ -155,6 +156,22 @@ def _cors_default(mode: str) -> tuple[str, ...]:
     return LOCAL_DEV_ORIGINS if mode == "local" else ()
 
 
+def _authcode_min_default(mode: str) -> int:
+    # Issue 12 item 1: 6 characters where the service faces the internet; none in `local`, so the contract's own
+    # examples (3-digit codes) keep working there.
+    return 0 if mode == "local" else 6
+
+
+def _seconds(name: str, raw: str) -> int:
+    try:
+        return parse_duration_seconds(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must look like 15m, 1h or a number of seconds (got {raw!r})") from None
+
+
+SECONDS = Kind("duration: 15m, 1h, or seconds", _seconds)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     service: str = "backend"  # which service reads them (logs, /health); not from the environment
@@ -212,6 +229,45 @@ class Settings:
         "PASSWORD_HASH",
         LOWER,
         "`bcrypt`, or `argon2id` to opt in to rehash-on-login (bcrypt stays the default for rollback)",
+    )
+    authcode_min_length: int = setting(
+        0,
+        "AUTHCODE_MIN_LENGTH",
+        INTEGER,
+        "shortest desktop auth code `POST`/`PUT /api/users` accept for a new or changed code (0: no minimum)",
+        default_doc="`6`; `0` (none) in `local`",
+        by_mode=_authcode_min_default,
+    )
+    login_window_s: int = setting(
+        900,
+        "LOGIN_LIMIT_WINDOW",
+        SECONDS,
+        "the window of every login failure counter below (fixed, from the first failure)",
+        default_doc="`15m`",
+    )
+    login_failures_per_account_address: int = setting(
+        10,
+        "LOGIN_FAILURES_PER_ACCOUNT_ADDRESS",
+        INTEGER,
+        "`POST /api/login`: failures per account from one client address before that address gets 429",
+    )
+    login_failures_per_account: int = setting(
+        100,
+        "LOGIN_FAILURES_PER_ACCOUNT",
+        INTEGER,
+        "`POST /api/login`: failures per account from all addresses; past it, addresses that failed on it get 429",
+    )
+    login_failures_per_address: int = setting(
+        50,
+        "LOGIN_FAILURES_PER_ADDRESS",
+        INTEGER,
+        "each login endpoint: failures per client address (any account or code) before it gets 429",
+    )
+    authcode_failures_global: int = setting(
+        100,
+        "AUTHCODE_FAILURES_GLOBAL",
+        INTEGER,
+        "`POST /api/desktop/login-authcode`: failures from all clients; past it, addresses that failed get 429",
     )
 
     use_helmet: bool = setting(False, "USE_HELMET", FLAG, "helmet 8's default security headers on every response")
@@ -307,6 +363,18 @@ def validate(s: Settings) -> None:
         raise ConfigError("BCRYPT_ROUNDS must be within 8..15")
     if s.password_hash not in ("bcrypt", "argon2id"):
         raise ConfigError("PASSWORD_HASH must be 'bcrypt' or 'argon2id'")
+    if not 0 <= s.authcode_min_length <= AUTHCODE_MAX_LENGTH:
+        raise ConfigError(f"AUTHCODE_MIN_LENGTH must be within 0..{AUTHCODE_MAX_LENGTH} (the column's width)")
+    if s.login_window_s < 1:
+        raise ConfigError("LOGIN_LIMIT_WINDOW must be at least one second")
+    for name in (
+        "login_failures_per_account_address",
+        "login_failures_per_account",
+        "login_failures_per_address",
+        "authcode_failures_global",
+    ):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name.upper()} must be at least 1")
     for name in ("port", "db_port"):
         value = getattr(s, name)
         if not 0 <= value <= 65535:
