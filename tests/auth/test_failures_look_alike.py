@@ -14,7 +14,7 @@ import pytest
 from ccsm_auth.limits import Limit, LoginLimits
 from ccsm_core.db import connect_sync
 
-ROOMY = LoginLimits(account=Limit(1000, 60), ip=Limit(1000, 60))
+ROOMY = LoginLimits(account_address=Limit(1000, 60), account=Limit(1000, 60), ip=Limit(1000, 60))
 FAILURES = {
     "unknown user": {"username": "nobody", "password": "Admin#2025"},
     "wrong password (cheap bcrypt row)": {"username": "admin", "password": "Admin#2026"},
@@ -75,7 +75,7 @@ def events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 def test_each_outcome_is_one_audit_event_without_secrets(auth_client, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ccsm.audit")
-    tight = LoginLimits(account=Limit(2, 60), ip=Limit(100, 60))
+    tight = LoginLimits(account_address=Limit(2, 60), ip=Limit(100, 60))
     with auth_client(limits=tight) as client:
         token = client.post("/api/login", json={"username": "pnair", "password": "legacy123"}).json()["accessToken"]
         client.post("/api/login", json={"username": "hunter2-typed-as-name", "password": "x-secret-x"})

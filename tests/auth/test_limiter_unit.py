@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from ccsm_auth.limits import Limit, LoginLimiter, LoginLimits, RateLimited, fold_name
+from ccsm_auth.limits import Limit, LoginLimiter, LoginLimits, RateLimited, Slot, address_ref
 
 
 class FakeRedis:
-    """Just enough of redis.asyncio for the limiter: two scripts over a dict, and a switch to break it."""
+    """Just enough of redis.asyncio for the limiter: its three scripts over a dict, and a switch to break it."""
 
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
@@ -22,16 +22,17 @@ class FakeRedis:
         async def script(keys: list[str], args: list[Any] | None = None) -> Any:
             if self.down:
                 raise ConnectionError("redis is down")
-            if "INCR" in source:
-                out: list[int] = []
+            if "DECR" in source:
                 for k in keys:
-                    self.counters[k] = self.counters.get(k, 0) + 1
-                    out += [self.counters[k], 60_000]
-                return out
-            for k in keys:
-                if k in self.counters:
-                    self.counters[k] -= 1
-            return 0
+                    if k in self.counters:
+                        self.counters[k] -= 1
+                return 0
+            assert args is not None
+            key = keys[0]
+            if "ARGV[3]" in source and self.counters.get(key, 0) >= int(args[1]) and args[2] != "1":
+                return [-1, 60_000]
+            self.counters[key] = self.counters.get(key, 0) + 1
+            return [self.counters[key], 60_000]
 
         return script
 
@@ -49,7 +50,8 @@ LIMIT = Limit(2, 60)
 
 def make(retry_after_s: float) -> tuple[LoginLimiter, FakeKeyspace]:
     ks = FakeKeyspace()
-    return LoginLimiter(ks, LoginLimits(account=LIMIT, ip=LIMIT, retry_after_s=retry_after_s)), ks  # type: ignore[arg-type]
+    limits = LoginLimits(account_address=LIMIT, account=LIMIT, ip=LIMIT, retry_after_s=retry_after_s)
+    return LoginLimiter(ks, limits), ks  # type: ignore[arg-type]
 
 
 def test_a_refund_gives_the_slot_back_where_it_was_taken() -> None:
@@ -99,9 +101,64 @@ def test_redis_is_tried_again_after_the_retry_pause(caplog: pytest.LogCaptureFix
     assert any(r.getMessage() == "rate-limit counters back in Redis" for r in caplog.records)
 
 
+@pytest.mark.parametrize("down", [False, True], ids=["redis", "local counters"])
+def test_a_spent_budget_refuses_callers_that_failed_recently_and_evaluates_the_others(down: bool) -> None:
+    limiter, ks = make(60)
+    ks.client.down = down
+    budget = Limit(2, 60)
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        for caller in ("a", "a", "a", "b", "b", "c"):
+            own = await limiter.reserve(f"ip:{caller}", Limit(100, 60), "ip")
+            try:
+                await limiter.reserve_budget("global", budget, "global", own)
+            except RateLimited as exc:
+                outcomes.append(f"{caller} refused ({exc.scope}, {exc.headers['Retry-After']} s)")
+            else:
+                outcomes.append(f"{caller} evaluated")
+        return outcomes
+
+    # a spends the budget; then b and c, fresh, are each evaluated once; b's second attempt is refused
+    assert asyncio.run(scenario()) == [
+        "a evaluated",
+        "a evaluated",
+        "a refused (global, 60 s)",
+        "b evaluated",
+        "b refused (global, 60 s)",
+        "c evaluated",
+    ]
+
+
+def test_a_success_refunds_its_budget_slot_too() -> None:
+    limiter, ks = make(60)
+
+    async def scenario() -> None:
+        own = await limiter.reserve("ip:x", Limit(100, 60), "ip")
+        slot = await limiter.reserve_budget("global", Limit(2, 60), "global", own)
+        await limiter.refund([own, slot])
+
+    asyncio.run(scenario())
+    assert ks.client.counters == {"ip:x": 0, "global": 0}
+
+
+def test_only_a_counter_holding_more_than_this_attempt_counts_as_a_recent_failure() -> None:
+    assert not Slot("k", "redis", count=1).failed_recently
+    assert Slot("k", "redis", count=2).failed_recently
+
+
 @pytest.mark.parametrize(
     ("a", "b"),
-    [("Admin", "admin"), ("ädmin", "admin"), ("admin  ", "admin"), ("\uff21\uff24\uff2d\uff29\uff2e", "admin")],
+    [
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("198.51.100.7", "198.51.100.7"),
+    ],
 )
-def test_name_folding_approximates_the_case_and_accent_insensitive_collation(a: str, b: str) -> None:
-    assert fold_name(a) == fold_name(b)
+def test_addresses_are_counted_by_host_ipv6_by_its_64(a: str, b: str) -> None:
+    assert address_ref(a) == address_ref(b)
+
+
+def test_other_ipv4_addresses_and_other_ipv6_64s_are_counted_apart() -> None:
+    assert address_ref("198.51.100.7") != address_ref("198.51.100.8")
+    assert address_ref("2001:db8:1:2::1") != address_ref("2001:db8:1:3::1")

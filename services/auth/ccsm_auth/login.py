@@ -8,8 +8,13 @@ after a successful web login (the UPDATE fires db-changed, as the old pool-query
 
 Fixed:
 - fix 3: web login refuses inactive users with the same 401 body as a wrong password.
-- fix 4: both endpoints are rate-limited per account and per client IP (limits.py); unknown user, wrong password
-  and inactive user answer the same body, status and time (passwords.py: dummy hash and a timing floor).
+- fix 4: both endpoints are rate-limited (limits.py): per client address; the web login per (account, address)
+  with a larger per-account budget, the code login with a budget across all clients (issue 12 items 1, 3, 10);
+  unknown user, wrong password and inactive user answer the same body, status and time (passwords.py: dummy
+  hash and a timing floor).
+- issue 12 item 1: a token from the code login carries `scope: desktop` and is valid only on `/api/desktop/*`
+  and `/ws/desktop` (tokens.py, guard.py). Item 4: a token's issue instant is the moment the user's row was read,
+  so a revocation committed after that read covers it (`users.tokens_revoked_at`).
 - fix 8: the password is trimmed (JS `trim`) like POST/PUT /api/users trim it before hashing. A hash the old
   login wrote for an untrimmed legacy password still matches: when the trimmed password fails and differs from
   the submitted one, the submitted one is tried too. The username is trimmed the same way.
@@ -24,19 +29,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ccsm_auth.limits import LoginLimiter, RateLimited, Slot, fold_name
+from ccsm_auth.limits import LoginLimiter, RateLimited, Slot
 from ccsm_auth.passwords import Passwords
 from ccsm_core.codec import json_response, read_json
 from ccsm_core.db import Database, Row
 from ccsm_core.errors import ApiError
 from ccsm_core.params import js_trim, normalize_string
 from ccsm_core.settings import Settings
-from ccsm_core.tokens import TokenService
+from ccsm_core.tokens import DESKTOP_SCOPE, TokenService
 
 audit = logging.getLogger("ccsm.audit")
 log = logging.getLogger("ccsm.auth")
@@ -61,19 +67,26 @@ def _js_truthy(value: Any) -> bool:
     return True
 
 
-def _token_fields(tokens: TokenService, settings: Settings, user_id: int, role: int | None, login: str) -> Row:
+def _token_fields(
+    tokens: TokenService,
+    settings: Settings,
+    row: Row,
+    role: int | None,
+    read_at: float,
+    scope: str | None = None,
+) -> Row:
     if not settings.tokens_enabled:
         return {"accessToken": None, "tokenType": None, "expiresIn": None}
     return {
-        "accessToken": tokens.issue(user_id, role, login),
+        "accessToken": tokens.issue(int(row["id"]), role, str(row["login"]), now=read_at, scope=scope),
         "tokenType": "Bearer",
         "expiresIn": settings.jwt_expires_in,
     }
 
 
-def _name_ref(name: str) -> str:
+def _name_ref(weight: bytes) -> str:
     """A stable, non-reversible reference to a submitted name, to correlate failures in the audit log."""
-    return hashlib.sha256(fold_name(name).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return hashlib.sha256(weight).hexdigest()[:12]
 
 
 # --- POST /api/login --------------------------------------------------------------------------------------------
@@ -102,14 +115,20 @@ async def login(request: Request) -> Response:
     slots: list[Slot] = []
     failed = False
     try:
+        limits = limiter.limits
+        row: Row | None = None
         try:
-            row = None
-            slots.append(await limiter.reserve(limiter.ip_key("login", ip), limiter.limits.ip, "ip"))
+            slots.append(await limiter.reserve(limiter.ip_key("login", ip), limits.ip, "ip"))
+            # The account's counters follow the name as the database compares it, whether a row exists or not.
+            weight = await select_login_weight(state.db, name)
+            read_at = time.time()  # the token's issue instant: before the credential it rests on is read
             row = await select_user_by_login(state.db, name)
-            account = f"user:{row['id']}" if row else f"name:{fold_name(name)}"
-            slots.append(
-                await limiter.reserve(limiter.account_key("login", account), limiter.limits.account, "account")
-            )
+            account = "login:" + weight.hex()
+            pair_key = limiter.account_address_key("login", account, ip)
+            pair = await limiter.reserve(pair_key, limits.account_address, "account")
+            slots.append(pair)
+            account_key = limiter.account_key("login", account)
+            slots.append(await limiter.reserve_budget(account_key, limits.account, "account", pair))
         except RateLimited as exc:
             failed = True
             _event(
@@ -141,7 +160,7 @@ async def login(request: Request) -> Response:
                 reason=reason,
                 ip=ip,
                 userId=row["id"] if row is not None else None,
-                nameRef=None if row is not None else _name_ref(name),
+                nameRef=None if row is not None else _name_ref(weight),
             )
             raise ApiError(401, INVALID)
 
@@ -158,7 +177,7 @@ async def login(request: Request) -> Response:
                 out[key] = row[key]
         if role is not None:
             out["role"] = role
-        out.update(_token_fields(state.tokens, settings, user_id, role, str(row["login"])))
+        out.update(_token_fields(state.tokens, settings, row, role, read_at))
         _event("auth.login.succeeded", endpoint="login", ip=ip, userId=user_id, role=role, scheme=result.scheme)
         return json_response(out)
     finally:
@@ -198,9 +217,11 @@ async def login_authcode(request: Request) -> Response:
     failed = False
     try:
         try:
-            slots.append(await limiter.reserve(limiter.ip_key("authcode", ip), limiter.limits.ip, "ip"))
-            code_key = limiter.account_key("authcode", fold_name(code))
-            slots.append(await limiter.reserve(code_key, limiter.limits.account, "account"))
+            address = await limiter.reserve(limiter.ip_key("authcode", ip), limiter.limits.ip, "ip")
+            slots.append(address)
+            # Every client's failed codes: the budget that holds against guessing from many addresses (item 1).
+            budget = limiter.limits.authcode_global
+            slots.append(await limiter.reserve_budget(limiter.global_key("authcode"), budget, "global", address))
         except RateLimited as exc:
             failed = True
             _event(
@@ -212,9 +233,11 @@ async def login_authcode(request: Request) -> Response:
                 retryAfter=exc.retry_after,
             )
             raise
+        read_at = time.time()
         row = await select_active_user_by_authcode(state.db, code)
         if row is None:
             failed = True
+            # The event the CloudFormation metric filter counts (detection, item 1): never the code.
             _event("auth.login.failed", endpoint="authcode", reason="unknown_or_inactive_code", ip=ip)
             return json_response(None)
         user_id = int(row["id"])
@@ -226,7 +249,7 @@ async def login_authcode(request: Request) -> Response:
             "login": row["login"],
             "system_role": role,
         }
-        out.update(_token_fields(state.tokens, state.settings, user_id, role, str(row["login"])))
+        out.update(_token_fields(state.tokens, state.settings, row, role, read_at, scope=DESKTOP_SCOPE))
         _event("auth.login.succeeded", endpoint="authcode", ip=ip, userId=user_id, role=role)
         return json_response(out)
     finally:
@@ -235,6 +258,28 @@ async def login_authcode(request: Request) -> Response:
 
 
 # --- queries ----------------------------------------------------------------------------------------------------
+
+
+# The submitted name's weight string in the users.login column's own collation, whatever the database has: in
+# the UNION the column (implicit collation) outranks the literal (coercible), so the derived column carries the
+# column's collation (MySQL reference manual, "Collation Coercibility in Expressions"). Two rows come back: the
+# name's weights, then a space's, so that trailing pad spaces can be dropped (PAD SPACE collations ignore them in
+# comparisons, but WEIGHT_STRING keeps them).
+LOGIN_WEIGHT_SQL = (
+    "SELECT part, WEIGHT_STRING(name) AS weight FROM ("
+    "SELECT 0 AS part, login AS name FROM users WHERE FALSE "
+    "UNION ALL SELECT 1, %s UNION ALL SELECT 2, ' '"
+    ") AS submitted ORDER BY part"
+)
+
+
+async def select_login_weight(db: Database, name: str) -> bytes:
+    """Equal for two names exactly when `WHERE login = name` cannot tell them apart (issue 12 item 10)."""
+    rows = await db.fetch_all(LOGIN_WEIGHT_SQL, (name,))
+    weight, space = (bytes(r["weight"] or b"") for r in rows)
+    while space and weight.endswith(space):
+        weight = weight[: -len(space)]
+    return weight
 
 
 async def select_user_by_login(db: Database, login: str) -> Row | None:
