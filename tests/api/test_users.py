@@ -256,3 +256,40 @@ def test_with_auth_off_the_users_endpoints_need_no_token(fresh_db: Settings) -> 
     assert listed.status_code == 200
     assert [u["login"] for u in listed.json()] == ["admin", "mreyes", "pnair", "tbecker", "pwcourt"]
     assert created.status_code == 201
+
+
+# --- issue 12 item 1: AUTHCODE_MIN_LENGTH ---------------------------------------------------------------------
+
+
+def test_creating_a_user_with_a_code_below_the_minimum_is_400_with_the_rule(fresh_db: Settings) -> None:
+    with api(fresh_db, authcode_min_length=6) as client:
+        short = client.post("/api/users", headers=auth(fresh_db, "admin"), json={**PROBE, "authcode": "12345"})
+        long_enough = client.post("/api/users", headers=auth(fresh_db, "admin"), json={**PROBE, "authcode": "123456"})
+    assert (short.status_code, short.json()) == (400, {"error": "authcode must be at least 6 characters"})
+    assert long_enough.status_code == 201
+    assert query(fresh_db, "SELECT COUNT(*) AS n FROM users WHERE authcode = '12345'") == [{"n": 0}]
+
+
+def test_changing_a_code_to_one_below_the_minimum_is_400_but_sending_the_stored_short_code_back_is_not(
+    fresh_db: Settings,
+) -> None:
+    """The UsersPage sends every field back on each edit: a user whose code predates the policy stays editable."""
+    with api(fresh_db, authcode_min_length=6) as client:
+        admin = auth(fresh_db, "admin")
+        changed = client.put("/api/users/2", headers=admin, json={**MREYES, "authcode": "778"})
+        unchanged = client.put("/api/users/2", headers=admin, json={**MREYES, "first_name": "Marc"})
+        other_short = client.put("/api/users/2", headers=admin, json={**MREYES, "authcode": "ab1"})
+        longer = client.put("/api/users/2", headers=admin, json={**MREYES, "first_name": "Marc", "authcode": "778899"})
+    assert (changed.status_code, changed.json()) == (400, {"error": "authcode must be at least 6 characters"})
+    assert unchanged.status_code == 200
+    assert other_short.status_code == 400
+    assert longer.status_code == 200
+    assert query(fresh_db, "SELECT first_name, authcode FROM users WHERE id = 2") == [
+        {"first_name": "Marc", "authcode": "778899"}
+    ]
+
+
+def test_with_no_minimum_the_contracts_short_codes_are_accepted(fresh_db: Settings) -> None:
+    with api(fresh_db, authcode_min_length=0) as client:
+        r = client.post("/api/users", headers=auth(fresh_db, "admin"), json={**PROBE, "authcode": "9"})
+    assert r.status_code == 201

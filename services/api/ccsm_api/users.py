@@ -8,12 +8,21 @@ user exists before the duplicate check (core 23: 404, not 409, for an unknown id
 the unique keys (409, not 500); an unknown role, a referenced user or an oversized value is a 4xx, not a 500;
 passwords longer than 72 bytes are truncated like bcryptjs did instead of failing. A deactivated, deleted or
 re-roled user is revoked at once across processes (fix 3).
+
+Issue 12: a new or changed `authcode` shorter than `AUTHCODE_MIN_LENGTH` is a 400 (item 1; an unchanged short
+code may be sent back, as the UsersPage does on every edit, so other fields stay editable until the codes are
+rotated). A change of password or auth code, a deactivation and a role change revoke every token the user holds
+(item 4): `users.tokens_revoked_at` is written in the same transaction (durable: the API guard and the gateway
+read it), written again right after the commit (so a login that read the old credential while the change was
+committing is covered too), and published (every process drops its cached state, gateways close the sockets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
 from typing import Any
 
 import bcrypt
@@ -23,12 +32,22 @@ from starlette.responses import Response
 
 from ccsm_api import inputs
 from ccsm_api.inputs import SqlNumber
+from ccsm_core import authcodes
 from ccsm_core.codec import json_response, read_object
 from ccsm_core.db import Database, Row
 from ccsm_core.errors import ApiError
-from ccsm_core.guard import ADMIN_ONLY, publish_revocation, revocation_retention_s
+from ccsm_core.guard import (
+    ADMIN_ONLY,
+    RECORD_REVOCATION_SQL,
+    publish_revocation,
+    record_revocation,
+    revocation_params,
+    revocation_retention_s,
+)
 from ccsm_core.params import js_number, to_flag
 from ccsm_core.settings import Settings
+
+log = logging.getLogger("ccsm.api.users")
 
 REQUIRED = ("first_name", "last_name", "email", "login", "password", "authcode")
 DUPLICATE = "User with same login/email/authcode exists"
@@ -58,10 +77,25 @@ def _write_error(exc: pymysql.err.MySQLError) -> ApiError | None:
     return inputs.data_error(exc)
 
 
-async def _revoke(request: Request, user_id: int) -> None:
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def _revoke(request: Request, user_id: int, recorded: bool = False) -> None:
+    """After the commit: every process forgets the user's cached state, gateways close its sockets. `recorded`:
+    the transaction wrote `tokens_revoked_at`; it is moved to this instant, past the commit, so that a login whose
+    read of the old credential overlapped the commit is refused too."""
+    instant_ms = _now_ms()
+    if recorded:
+        try:
+            await request.state.db.execute(RECORD_REVOCATION_SQL, revocation_params(user_id, instant_ms))
+        except Exception as exc:  # committed already, with the instant written in the transaction: answer 200
+            log.warning(
+                "revocation instant not moved past the commit", extra={"userId": user_id, "error": type(exc).__name__}
+            )
     request.state.guard.users.forget(user_id)
     retention_s = revocation_retention_s(request.state.settings.jwt_expires_seconds)
-    await publish_revocation(request.state.keyspace, user_id, retention_s)
+    await publish_revocation(request.state.keyspace, user_id, retention_s, instant_ms)
 
 
 # --- handlers ---------------------------------------------------------------------------------------------------
@@ -84,9 +118,10 @@ async def create_user(request: Request) -> Response:
     if any(not v for v in values.values()) or body.get("system_role") is None:
         raise ApiError(400, "All fields are required")
     role = _role(body)
+    settings: Settings = request.state.settings
+    authcodes.check_length(values["authcode"], settings.authcode_min_length)
     is_active = to_flag(body.get("is_active"))
     is_ccs = to_flag(body.get("is_ccs"))
-    settings: Settings = request.state.settings
     # bcrypt runs off the event loop and before any connection is taken.
     hashed = await asyncio.to_thread(hash_password, values["password"], settings.bcrypt_rounds)
     db: Database = request.state.db
@@ -138,11 +173,18 @@ async def update_user(request: Request) -> Response:
             current = await lock_user(cur, user_id)
             if current is None:
                 raise ApiError(404, "User not found")
+            code_changed = values["authcode"] != current["authcode"]
+            if code_changed:
+                authcodes.check_length(values["authcode"], settings.authcode_min_length)
             if await find_clash(cur, values["login"], values["email"], values["authcode"], user_id):
                 raise ApiError(409, DUPLICATE)
             is_active = _flag_or_keep(body, "is_active", current["is_active"])
             is_ccs = _flag_or_keep(body, "is_ccs", current["is_ccs"])
             await update_user_row(cur, user_id, values, hashed, role, is_active, is_ccs)
+            credential_changed = hashed is not None or code_changed
+            revoked = credential_changed or (current["is_active"] and not is_active) or role != current["system_role"]
+            if revoked:
+                await record_revocation(cur, int(current["id"]), _now_ms())
     except pymysql.err.MySQLError as exc:
         mapped = _write_error(exc)
         if mapped is None:
@@ -150,8 +192,8 @@ async def update_user(request: Request) -> Response:
         raise mapped from None
     stored_id = int(current["id"])
     request.state.guard.users.forget(stored_id)
-    if (current["is_active"] and not is_active) or role != current["system_role"]:
-        await _revoke(request, stored_id)
+    if revoked:
+        await _revoke(request, stored_id, recorded=True)
     return json_response(
         {
             "id": user_id,
@@ -232,7 +274,9 @@ async def insert_user(
 
 
 async def lock_user(cur: Any, user_id: SqlNumber) -> Row | None:
-    await cur.execute("SELECT id, is_active, is_ccs, system_role FROM users WHERE id = %s FOR UPDATE", (user_id,))
+    await cur.execute(
+        "SELECT id, is_active, is_ccs, system_role, authcode FROM users WHERE id = %s FOR UPDATE", (user_id,)
+    )
     row: Row | None = await cur.fetchone()
     return row
 
