@@ -7,28 +7,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-import devserver
 from ccsm_api.app import routes
 from ccsm_core.settings import Settings
+from tests.api.test_desktop_flow import everything
 from tests.core.test_tokens import VECTOR_SECRET, VECTORS
 from tests.gateway.wsclient import opened, recv_type
 from tests.harness import ADMIN, running
 
 FORBIDDEN = {"error": "Forbidden"}
-
-
-@contextmanager
-def everything(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(devserver.create_app(dataclasses.replace(settings, service="dev", bcrypt_rounds=8))) as client:
-        yield client
 
 
 def code_token(client: TestClient, code: str) -> dict[str, str]:

@@ -4,43 +4,25 @@ tokens everywhere, durably (`users.tokens_revoked_at`), and a reactivation does 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from starlette.testclient import TestClient
 
-import devserver
 from ccsm_core.settings import Settings
+from tests.api.test_desktop_flow import everything
+from tests.api.test_users import MREYES
 from tests.api.transcript import auth, query, token
 from tests.core.test_tokens import forge
 from tests.gateway.wsclient import close_code, opened
 from tests.harness import running
 
-MREYES = {
-    "first_name": "Marco",
-    "last_name": "Reyes",
-    "email": "mreyes@ccsm.test",
-    "login": "mreyes",
-    "authcode": "777",
-    "system_role": 2,
-}
 NEW_PASSWORD = "Changed#2026"
 INVALID = {"error": "Invalid or expired token"}
-
-
-@contextmanager
-def everything(settings: Settings) -> Iterator[TestClient]:
-    """Every service's routes in one app (the dev server): logins and the api share one process."""
-    with TestClient(devserver.create_app(dataclasses.replace(settings, service="dev", bcrypt_rounds=8))) as client:
-        yield client
 
 
 def bearer(value: str) -> dict[str, str]:

@@ -63,21 +63,17 @@ end
 return {n, ttl}
 """
 
-# A budget. KEYS[1]: its counter; ARGV[1]: the window in ms; ARGV[2]: the budget; ARGV[3]: '1' when the caller has
-# no recent failure (evaluated even while the budget is spent). Returns {count, pttl}; count -1: refused.
-_BUDGET_LUA = """
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n >= tonumber(ARGV[2]) and ARGV[3] ~= '1' then
+# A budget: the same reservation, unless the budget is spent. ARGV[2]: the budget; ARGV[3]: '1' when the caller
+# has no recent failure (evaluated even while the budget is spent). Returns {count, pttl}; count -1: refused.
+_BUDGET_LUA = (
+    """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[2])
+if spent and ARGV[3] ~= '1' then
   return {-1, redis.call('PTTL', KEYS[1])}
 end
-n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {n, ttl}
 """
+    + _RESERVE_LUA
+)
 
 # Give slots back, but never resurrect a counter whose window has ended.
 _REFUND_LUA = """
