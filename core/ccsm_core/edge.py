@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccsm_core.errors import MESSAGES, ApiError, classify
 from ccsm_core.logs import request_id_var
+from ccsm_core.metrics import Metrics
 from ccsm_core.settings import Settings
 
 log = logging.getLogger("ccsm.edge")
@@ -101,9 +102,10 @@ class TrustedProxies:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.metrics = metrics or Metrics(settings.service)
         self.allowed_origins = frozenset(settings.cors_origins)
         self.extra_headers: list[tuple[bytes, bytes]] = list(HELMET_HEADERS) if settings.use_helmet else []
         self.body_limit = settings.body_limit_bytes
@@ -194,6 +196,8 @@ class EdgeMiddleware:
             if not response_started:
                 await send_error(status, msg, headers)
         finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.request(scope.get("route"), status_holder[0], elapsed)
             if self.access_log:
                 access.info(
                     "request",
@@ -201,7 +205,7 @@ class EdgeMiddleware:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status_holder[0],
-                        "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                        "durationMs": round(elapsed * 1000, 2),
                     },
                 )
             request_id_var.reset(token)

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+# The one underscore key a line may carry: a CloudWatch Embedded Metric Format document (ccsm_core.metrics).
+EMF_ROOT = "_aws"
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # Attributes every LogRecord has; anything else passed through `extra=` becomes a field of the line.
@@ -38,7 +40,7 @@ class JsonFormatter(logging.Formatter):
         if rid is not None:
             line["requestId"] = rid
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and (not key.startswith("_") or key == EMF_ROOT):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)

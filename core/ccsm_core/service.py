@@ -31,6 +31,7 @@ from ccsm_core.events import ChangePublisher
 from ccsm_core.guard import Guard, RevocationListener, UserStateCache
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.lifecycle import Lifecycle
+from ccsm_core.metrics import Metrics, flushing
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import TokenService
 
@@ -137,12 +138,19 @@ def build_app(
 ) -> Starlette:
     lc = lifecycle or Lifecycle(settings.service, ready_timeout_s=settings.ready_timeout_ms / 1000)
     lc.required = ready_checks
+    metrics = Metrics(settings.service)
+
+    async def ready() -> bool:
+        status, _ = await lc.readiness()
+        return status == 200
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        state: State = {"lifecycle": lc, "settings": settings}
+        state: State = {"lifecycle": lc, "settings": settings, "metrics": metrics}
         stack = AsyncExitStack()
         try:
+            metrics.readiness(ready)
+            stack.push_async_callback(await flushing(metrics))  # closed last: the final flush sees everything
             for resource in resources:
                 state.update(await stack.enter_async_context(resource(settings, lc, state)))
             if settings.use_helmet:
@@ -160,7 +168,7 @@ def build_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(EdgeMiddleware, settings=settings)],
+        middleware=[Middleware(EdgeMiddleware, settings=settings, metrics=metrics)],
         exception_handlers={HTTPException: _api_error, ApiError: _api_error},
         lifespan=lifespan,
     )

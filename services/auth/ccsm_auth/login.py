@@ -154,6 +154,7 @@ async def login(request: Request) -> Response:
         if reason is not None:
             failed = True
             await passwords.pad_failure(len(candidates), result.spent_s)
+            state.metrics.login_failed("login")
             _event(
                 "auth.login.failed",
                 endpoint="login",
@@ -238,6 +239,7 @@ async def login_authcode(request: Request) -> Response:
         if row is None:
             failed = True
             # The event the CloudFormation metric filter counts (detection, item 1): never the code.
+            state.metrics.login_failed("authcode")
             _event("auth.login.failed", endpoint="authcode", reason="unknown_or_inactive_code", ip=ip)
             return json_response(None)
         user_id = int(row["id"])

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccsm_core import service
 from ccsm_core.lifecycle import Lifecycle
+from ccsm_core.metrics import OPEN_SOCKETS, SLOW_CONSUMER_CLOSES, Metrics
 from ccsm_core.routing import GATEWAY
 from ccsm_core.service import ServiceSpec, State
 from ccsm_core.settings import Settings, load_settings
@@ -27,7 +28,10 @@ def routes() -> list[BaseRoute]:
 @asynccontextmanager
 async def hub(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
     """The process's one Redis subscription and its sockets (needs `keyspace`)."""
-    the_hub = Hub(settings, state["keyspace"])
+    metrics: Metrics = state["metrics"]
+    the_hub = Hub(settings, state["keyspace"], metrics=metrics)
+    metrics.gauge(OPEN_SOCKETS, lambda: len(the_hub.clients))
+    metrics.counter(SLOW_CONSUMER_CLOSES, lambda: the_hub.slow_closed)
     await the_hub.start()
     tokens = state.get("tokens") or TokenService(
         settings.jwt_secret, settings.jwt_secret_previous, settings.jwt_expires_seconds

@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 
 from ccsm_core.guard import revocation_retention_s
 from ccsm_core.keyspace import Keyspace
+from ccsm_core.metrics import Metrics
 from ccsm_core.settings import Settings
 from ccsm_gateway.fanout import FanOut
 
@@ -317,8 +318,10 @@ class Hub:
         ping_every_s: float = PING_EVERY_S,
         direct_writes: bool = DIRECT_WRITES,
         fanout_helpers: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics(settings.service)
         self.direct_writes = direct_writes  # off: every frame through the ASGI `send`
         self.ping_every_s = ping_every_s
         self.poll_s = min(POLL_TIMEOUT_S, ping_every_s)
@@ -371,6 +374,7 @@ class Hub:
 
     def broadcast(self, text: str) -> int:
         """Hand `text` to every open socket; returns how many took it. Never awaits."""
+        started = time.perf_counter()
         sent = 0
         message = {"type": "websocket.send", "text": text}  # one message for all: servers do not mutate it
         wire = wire_text_frame(text) if self.direct_writes else None
@@ -389,6 +393,7 @@ class Hub:
         self.direct_delivered += len(fds)
         sent += len(fds)
         self.delivered += sent
+        self.metrics.broadcast(time.perf_counter() - started)
         return sent
 
     def revoke(self, user_id: int) -> int:
