@@ -7,24 +7,34 @@ is plain YAML with long-form intrinsics (`Ref`, `Fn::Sub`, ...), so any YAML rea
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from ccsm_core import metrics as m
 from deploy.topology import (
     ALB_IDLE_TIMEOUT_S,
+    ALB_SITE_CIDRS_MAX,
     DEFAULT_SERVICE,
     DEREGISTRATION_DELAY_S,
-    RULES,
     SHUTDOWN_FORCE_MS,
     SHUTDOWN_GRACE_MS,
     STOP_TIMEOUT_S,
+    AlbRule,
     ServiceDeploy,
+    alb_rules,
     deployments,
     service_deploy,
 )
 
 Json = dict[str, Any]
 
-ALB_MAX_CONDITION_VALUES = 5  # AWS quota: "Condition values per rule"
+# The auth service's audit event for a failed code login (ccsm_auth/login.py), which the code-login-failures metric
+# filter counts (issue 12: detection of code guessing). The event carries no code.
+CODE_LOGIN_FAILED = {"event": "auth.login.failed", "endpoint": "authcode"}
+CODE_LOGIN_FAILURES = "CodeLoginFailures"
+CODE_LOGIN_ALARM_COUNT = 20  # more than this many failed code logins in CODE_LOGIN_ALARM_PERIOD_S
+CODE_LOGIN_ALARM_PERIOD_S = 300
+FORBIDDEN_BODY = '{"error":"Forbidden"}'  # the error table's 403, as the ALB answers it for a restricted path
 HEALTH_PATH = "/health"  # runbook §7: the target-group health check
 HEALTHCHECK_CMD = ["CMD", "python", "/app/healthcheck.py"]  # the Dockerfile's HEALTHCHECK, same script
 NO_VALUE = {"Ref": "AWS::NoValue"}
@@ -65,13 +75,20 @@ def _parameters() -> Json:
             "Deployment environment; names every resource", Default="alpha", AllowedPattern="^[a-z][a-z0-9-]{1,15}$"
         ),
         "VpcId": {"Type": "AWS::EC2::VPC::Id", "Description": "The VPC of the load balancer and the tasks"},
-        "VpcCidr": string(
-            "The VPC's CIDR: the ALB's addresses lie in it, so the services trust X-Forwarded-For from it only",
-            AllowedPattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
-        ),
         "PublicSubnetIds": {
             "Type": "List<AWS::EC2::Subnet::Id>",
             "Description": "At least two public subnets in different AZs, for the internet-facing ALB",
+        },
+        "AlbSubnetCidrs": {
+            "Type": "CommaDelimitedList",
+            "Description": "The CIDRs of PublicSubnetIds: the ALB's addresses lie in them, so the services believe "
+            "X-Forwarded-For (TRUSTED_PROXIES) from these only, not from the rest of the VPC",
+        },
+        "DesktopSiteCidrs": {
+            "Type": "CommaDelimitedList",
+            "Default": "0.0.0.0/0",
+            "Description": f"Up to {ALB_SITE_CIDRS_MAX} CIDRs of the sites where the desktops run: only they reach "
+            "POST /api/desktop/login-authcode, everyone else gets 403. The default, 0.0.0.0/0, leaves it open",
         },
         "PrivateSubnetIds": {
             "Type": "List<AWS::EC2::Subnet::Id>",
@@ -167,10 +184,11 @@ def _environment(port: int) -> list[Any]:
         env("BCRYPT_ROUNDS", "12"),
         env("USE_HELMET", "true"),
         env("CORS_ORIGINS", ref("CorsOrigins")),
-        env("TRUSTED_PROXIES", ref("VpcCidr")),
+        env("TRUSTED_PROXIES", {"Fn::Join": [",", ref("AlbSubnetCidrs")]}),
         env("SHUTDOWN_GRACE_MS", str(SHUTDOWN_GRACE_MS)),
         env("SHUTDOWN_FORCE_MS", str(SHUTDOWN_FORCE_MS)),
         env("LOG_LEVEL", "info"),
+        env("METRICS_NAMESPACE", sub("CCSM/${EnvironmentName}")),
         if_("HasJira", env("JIRA_BASE_URL", ref("JiraBaseUrl"))),
         if_("HasJira", env("JIRA_EMAIL", ref("JiraEmail"))),
     ]
@@ -209,25 +227,33 @@ def _alarm(
     *,
     period: int,
     evaluation_periods: int,
-    threshold: int,
+    threshold: float,
     actions: Json,
     datapoints: int | None = None,
     dimensions: list[Json] | None = None,
+    comparison: str = "GreaterThanOrEqualToThreshold",
+    missing: str = "notBreaching",
 ) -> Json:
-    """A CloudWatch alarm that fires at `threshold` or more; missing data (no traffic) is not a breach."""
+    """A CloudWatch alarm; by default it fires at `threshold` or more and missing data (no traffic) is no breach.
+    A statistic such as `p99` is an extended statistic."""
     props: Json = {"AlarmName": name, "AlarmDescription": description, "Namespace": namespace, "MetricName": metric}
     if dimensions is not None:
         props["Dimensions"] = dimensions
-    props |= {"Statistic": statistic, "Period": period, "EvaluationPeriods": evaluation_periods}
+    props["ExtendedStatistic" if statistic.startswith("p") else "Statistic"] = statistic
+    props |= {"Period": period, "EvaluationPeriods": evaluation_periods}
     if datapoints is not None:
         props["DatapointsToAlarm"] = datapoints
     props |= {
         "Threshold": threshold,
-        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-        "TreatMissingData": "notBreaching",
+        "ComparisonOperator": comparison,
+        "TreatMissingData": missing,
         "AlarmActions": actions,
     }
     return {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+
+
+def _service_namespace() -> Json:
+    return sub("CCSM/${EnvironmentName}")
 
 
 def _task_definition(family: str, container: Json, cpu: int, memory: int) -> Json:
@@ -269,7 +295,7 @@ def _service_resources(svc: ServiceDeploy) -> Json:
         {"Name": "LoadBalancer", "Value": get_att("LoadBalancer", "LoadBalancerFullName")},
         {"Name": "TargetGroup", "Value": get_att(f"{L}TargetGroup", "TargetGroupFullName")},
     ]
-    listener_rules = [f"{service_deploy(r.service).logical}Rule{r.priority}" for r in RULES]
+    listener_rules = [r.logical for r in alb_rules()]
     return {
         f"{L}SecurityGroup": {
             "Type": "AWS::EC2::SecurityGroup",
@@ -439,25 +465,68 @@ def _service_resources(svc: ServiceDeploy) -> Json:
             actions=alarm_actions,
             dimensions=target_group_dimensions,
         ),
+        f"{L}ResponseTimeAlarm": _alarm(
+            sub(f"ccsm-${{EnvironmentName}}-{svc.name}-p99"),
+            f"{svc.name}'s target response time p99 stays above {svc.p99_alarm_s} s",
+            "AWS/ApplicationELB",
+            "TargetResponseTime",
+            "p99",
+            period=300,
+            evaluation_periods=2,
+            datapoints=2,
+            threshold=svc.p99_alarm_s,
+            comparison="GreaterThanThreshold",
+            actions=alarm_actions,
+            dimensions=target_group_dimensions,
+        ),
+        # From the services' own metric (ccsm_core.metrics): every task reports Ready each interval, so a
+        # minute without it means no task is alive to say so, which counts as failing.
+        f"{L}ReadyAlarm": _alarm(
+            sub(f"ccsm-${{EnvironmentName}}-{svc.name}-not-ready"),
+            f"a {svc.name} task's /ready checks fail (or no task reports)",
+            _service_namespace(),
+            m.READY,
+            "Minimum",
+            period=60,
+            evaluation_periods=3,
+            datapoints=2,
+            threshold=1,
+            comparison="LessThanThreshold",
+            missing="breaching",
+            actions=alarm_actions,
+            dimensions=[{"Name": m.SERVICE, "Value": svc.name}],
+        ),
+    }
+
+
+def _listener_rule(rule: AlbRule) -> Json:
+    conditions: list[Json] = [{"Field": "path-pattern", "PathPatternConfig": {"Values": list(rule.patterns)}}]
+    if rule.from_sites:
+        conditions.append({"Field": "source-ip", "SourceIpConfig": {"Values": ref("DesktopSiteCidrs")}})
+    action: Json = {"Type": "forward", "TargetGroupArn": ref(f"{service_deploy(rule.service).logical}TargetGroup")}
+    if rule.deny:
+        action = {
+            "Type": "fixed-response",
+            "FixedResponseConfig": {
+                "StatusCode": "403",
+                "ContentType": "application/json",
+                "MessageBody": FORBIDDEN_BODY,
+            },
+        }
+    return {
+        "Type": "AWS::ElasticLoadBalancingV2::ListenerRule",
+        "Properties": {
+            "ListenerArn": ref("HttpsListener"),
+            "Priority": rule.priority,
+            "Conditions": conditions,
+            "Actions": [action],
+        },
     }
 
 
 def _listener_rules() -> Json:
-    out: Json = {}
-    for rule in RULES:
-        if len(rule.patterns) > ALB_MAX_CONDITION_VALUES:
-            raise ValueError(f"rule {rule.priority} has more path patterns than an ALB rule accepts")
-        svc = service_deploy(rule.service)
-        out[f"{svc.logical}Rule{rule.priority}"] = {
-            "Type": "AWS::ElasticLoadBalancingV2::ListenerRule",
-            "Properties": {
-                "ListenerArn": ref("HttpsListener"),
-                "Priority": rule.priority,
-                "Conditions": [{"Field": "path-pattern", "PathPatternConfig": {"Values": list(rule.patterns)}}],
-                "Actions": [{"Type": "forward", "TargetGroupArn": ref(f"{svc.logical}TargetGroup")}],
-            },
-        }
-    return out
+    """The URL table's rules (deploy.topology.alb_rules), the site-restricted paths with their 403 included."""
+    return {rule.logical: _listener_rule(rule) for rule in alb_rules()}
 
 
 def _shared_resources() -> Json:
@@ -726,6 +795,168 @@ def _migration_and_monitoring() -> Json:
     }
 
 
+def json_filter(fields: dict[str, str]) -> str:
+    """A CloudWatch Logs JSON filter pattern matching log lines whose fields have these exact values."""
+    return "{ " + " && ".join(f'($.{k} = "{v}")' for k, v in fields.items()) + " }"
+
+
+def _code_login_detection() -> Json:
+    """Issue 12 item 1, detection: every failed code login is counted from the auth service's audit line and more
+    than CODE_LOGIN_ALARM_COUNT of them in 5 minutes raise an alarm (a sweep of the code space, however slow)."""
+    return {
+        "CodeLoginFailuresMetricFilter": {
+            "Type": "AWS::Logs::MetricFilter",
+            "Properties": {
+                "LogGroupName": ref("LogGroup"),
+                "FilterPattern": json_filter(CODE_LOGIN_FAILED),
+                "MetricTransformations": [
+                    {
+                        "MetricNamespace": _service_namespace(),
+                        "MetricName": CODE_LOGIN_FAILURES,
+                        "MetricValue": "1",
+                        "DefaultValue": 0,
+                        "Unit": "Count",
+                    }
+                ],
+            },
+        },
+        "CodeLoginFailuresAlarm": _alarm(
+            sub("ccsm-${EnvironmentName}-code-login-failures"),
+            f"more than {CODE_LOGIN_ALARM_COUNT} failed desktop code logins in "
+            f"{CODE_LOGIN_ALARM_PERIOD_S // 60} minutes: someone may be guessing codes",
+            _service_namespace(),
+            CODE_LOGIN_FAILURES,
+            "Sum",
+            period=CODE_LOGIN_ALARM_PERIOD_S,
+            evaluation_periods=1,
+            threshold=CODE_LOGIN_ALARM_COUNT,
+            comparison="GreaterThanThreshold",
+            actions=if_("HasAlarmTopic", [ref("AlarmTopicArn")]),
+        ),
+    }
+
+
+# --- the dashboard --------------------------------------------------------------------------------------------
+
+LB = "${LoadBalancer.LoadBalancerFullName}"
+WIDGET_WIDTH, WIDGET_HEIGHT = 8, 6
+
+
+def _target_group(svc: ServiceDeploy) -> str:
+    return f"${{{svc.logical}TargetGroup.TargetGroupFullName}}"
+
+
+def _search(metric: str, dimensions: tuple[str, ...], stat: str) -> str:
+    keys = ",".join((m.SERVICE, *dimensions))
+    return f"SEARCH('{{CCSM/${{EnvironmentName}},{keys}}} MetricName=\"{metric}\"', '{stat}', 60)"
+
+
+def _widget(title: str, metrics: list[Any], stat: str = "Sum", **extra: Any) -> Json:
+    return {
+        "type": "metric",
+        "width": WIDGET_WIDTH,
+        "height": WIDGET_HEIGHT,
+        "properties": {
+            "title": title,
+            "view": "timeSeries",
+            "region": "${AWS::Region}",
+            "stat": stat,
+            "period": 60,
+            "metrics": metrics,
+            **extra,
+        },
+    }
+
+
+def _searches(*searches: tuple[str, tuple[str, ...], str]) -> list[Any]:
+    return [[{"expression": _search(*args), "id": f"e{i}"}] for i, args in enumerate(searches, 1)]
+
+
+def dashboard_body() -> Json:
+    """The dashboard (runbook §10, recommended): the ALB's and ECS's view of each service, then the services' own
+    metrics. A JSON document with `${...}` for Fn::Sub to fill in (target group and load balancer names)."""
+    services = deployments()
+
+    def per_target_group(metric: str, **options: Any) -> list[Any]:
+        rows: list[Any] = []
+        for svc in services:
+            row: list[Any] = ["AWS/ApplicationELB", metric, "TargetGroup", _target_group(svc), "LoadBalancer", LB]
+            rows.append([*row, {"label": f"{svc.name} {options.get('stat', '')}".strip(), **options}])
+        return rows
+
+    def per_service(namespace: str, metric: str) -> list[Any]:
+        return [
+            [namespace, metric, "ClusterName", "${Cluster}", "ServiceName", f"${{{svc.logical}Service.Name}}"]
+            for svc in services
+        ]
+
+    widgets = [
+        _widget("ALB: requests per service", per_target_group("RequestCount")),
+        _widget(
+            "ALB: 4xx / 5xx per service",
+            per_target_group("HTTPCode_Target_4XX_Count")
+            + per_target_group("HTTPCode_Target_5XX_Count")
+            + [["AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", "LoadBalancer", LB, {"label": "ALB 5xx"}]],
+        ),
+        _widget(
+            "ALB: target response time p50 / p99 (s)",
+            per_target_group("TargetResponseTime", stat="p50") + per_target_group("TargetResponseTime", stat="p99"),
+        ),
+        _widget("ECS: CPU % per service", per_service("AWS/ECS", "CPUUtilization"), stat="Average"),
+        _widget("ECS: memory % per service", per_service("AWS/ECS", "MemoryUtilization"), stat="Average"),
+        _widget("ECS: running tasks", per_service("ECS/ContainerInsights", "RunningTaskCount"), stat="Average"),
+        _widget(
+            "Requests by route family and status class",
+            _searches((m.REQUESTS, (m.ROUTE_FAMILY, m.STATUS_CLASS), "Sum")),
+        ),
+        _widget(
+            "Latency p99 by route family, worst task (ms)",
+            _searches((m.LATENCY_P99, (m.ROUTE_FAMILY, m.STATUS_CLASS), "Maximum")),
+        ),
+        _widget(
+            "Readiness (1 = every task ready)",
+            [[_service_metric(m.READY, svc.name)] for svc in services],
+            stat="Minimum",
+        ),
+        _widget(
+            "Login failures",
+            [
+                *_searches((m.LOGIN_FAILURES, (m.ENDPOINT,), "Sum")),
+                ["CCSM/${EnvironmentName}", CODE_LOGIN_FAILURES, {"label": "code logins (alarm)"}],
+            ],
+        ),
+        _widget(
+            "Gateway: open sockets, broadcasts, 1013 closes",
+            [
+                ["CCSM/${EnvironmentName}", name, m.SERVICE, service_deploy("ws-gateway").name]
+                for name in (m.OPEN_SOCKETS, m.BROADCASTS, m.SLOW_CONSUMER_CLOSES)
+            ],
+        ),
+        _widget(
+            "Gateway: fan-out duration p99, worst task (ms)",
+            [["CCSM/${EnvironmentName}", m.FANOUT_P99, m.SERVICE, service_deploy("ws-gateway").name]],
+            stat="Maximum",
+        ),
+    ]
+    return {"widgets": widgets}
+
+
+def _service_metric(metric: str, service: str) -> Any:
+    return ["CCSM/${EnvironmentName}", metric, m.SERVICE, service]
+
+
+def _dashboard() -> Json:
+    return {
+        "Dashboard": {
+            "Type": "AWS::CloudWatch::Dashboard",
+            "Properties": {
+                "DashboardName": sub("ccsm-${EnvironmentName}"),
+                "DashboardBody": sub(json.dumps(dashboard_body(), separators=(",", ":"))),
+            },
+        }
+    }
+
+
 def _outputs() -> Json:
     api = service_deploy("api")
     outputs: Json = {
@@ -738,6 +969,8 @@ def _outputs() -> Json:
         "TaskSubnets": {"Value": {"Fn::Join": [",", ref("PrivateSubnetIds")]}},
         "MigrationSecurityGroup": {"Value": ref(f"{api.logical}SecurityGroup")},
         "LogGroupName": {"Value": ref("LogGroup")},
+        "DashboardName": {"Value": ref("Dashboard")},
+        "HttpsListenerArn": {"Value": ref("HttpsListener")},
     }
     for svc in deployments():
         outputs[f"{svc.logical}ServiceName"] = {"Value": get_att(f"{svc.logical}Service", "Name")}
@@ -752,6 +985,8 @@ def template() -> Json:
     for svc in deployments():
         resources.update(_service_resources(svc))
     resources.update(_migration_and_monitoring())
+    resources.update(_code_login_detection())
+    resources.update(_dashboard())
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "CCSM backend (auth, api, ws-gateway) on ECS Fargate behind an internet-facing ALB. "

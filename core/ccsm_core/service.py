@@ -138,7 +138,7 @@ def build_app(
 ) -> Starlette:
     lc = lifecycle or Lifecycle(settings.service, ready_timeout_s=settings.ready_timeout_ms / 1000)
     lc.required = ready_checks
-    metrics = Metrics(settings.service)
+    metrics = Metrics(settings.service, settings.metrics_namespace, settings.metrics_interval_s)
 
     async def ready() -> bool:
         status, _ = await lc.readiness()

@@ -298,6 +298,15 @@ class Settings:
 
     log_level: str = setting("info", "LOG_LEVEL", LOWER, "`debug`, `info`, `warning`, `error` or `critical`")
     access_log: bool = setting(True, "ACCESS_LOG", FLAG, "one JSON access line per request")
+    metrics_namespace: str = setting(
+        "CCSM/local",
+        "METRICS_NAMESPACE",
+        TEXT,
+        "CloudWatch namespace of the metric (EMF) log lines; the ECS stack sets `CCSM/<environment>`",
+    )
+    metrics_interval_s: float = setting(
+        60.0, "METRICS_INTERVAL_MS", MS_AS_SECONDS, "how often the metric lines are written (and once at shutdown)"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -389,6 +398,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("DB_POOL_SIZE must be at least 1")
     if s.body_limit_bytes < 1:
         raise ConfigError("BODY_LIMIT_BYTES must be at least 1")
+    if s.metrics_interval_s < 0.1:
+        raise ConfigError("METRICS_INTERVAL_MS must be at least 100")
     if s.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError("LOG_LEVEL must be one of debug, info, warning, error, critical")
     for origin in s.cors_origins:

@@ -17,7 +17,9 @@ pinned to the moto version in the lock (a different version stops here, so a cha
    COMPLETED deployment of it with every desired task running. That is the end state of a rolling deployment
    whose tasks got healthy (moto keeps the family name and the old deployment).
 4. A load balancer's and a target group's attribute lists (`LoadBalancerAttributes`, `TargetGroupAttributes`)
-   are applied (moto ignores them and reports its defaults).
+   are applied (moto ignores them and reports its defaults), and their `LoadBalancerFullName` and
+   `TargetGroupFullName` (the CloudWatch dimension values: the ARN after `loadbalancer/`, and from `targetgroup/`)
+   can be read with `Fn::GetAtt` and `Fn::Sub` (moto has neither).
 5. A task whose container has a `command` (the migration task) runs that command on this machine, with the task
    definition's environment and its secrets read from the emulator's Secrets Manager, and stops with the
    command's exit code (`containers[0].exitCode`, `stopCode` EssentialContainerExited). moto has no tasks that
@@ -250,6 +252,25 @@ def create_load_balancer(cls: Any, name: str, cfn: Any, account_id: str, region_
     return balancer
 
 
+_balancer_attribute = elbv2.FakeLoadBalancer.get_cfn_attribute
+
+
+def load_balancer_attribute(self: elbv2.FakeLoadBalancer, attribute_name: str) -> Any:
+    if attribute_name == "LoadBalancerFullName":
+        return self.arn.split(":loadbalancer/", 1)[1]
+    return _balancer_attribute(self, attribute_name)
+
+
+def target_group_attribute(self: elbv2.FakeTargetGroup, attribute_name: str) -> Any:
+    if attribute_name == "TargetGroupFullName":
+        return "targetgroup/" + self.arn.split(":targetgroup/", 1)[1]
+    if attribute_name == "TargetGroupName":
+        return self.name
+    from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+    raise UnformattedGetAttTemplateException()
+
+
 # --- 5. one-shot tasks run their command -----------------------------------------------------------------------
 
 _run_task = ecs.EC2ContainerServiceBackend.run_task
@@ -302,6 +323,11 @@ def install() -> None:
     ecs.Service.update_from_cloudformation_json = classmethod(update_service)  # type: ignore[assignment]
     elbv2.FakeTargetGroup.create_from_cloudformation_json = classmethod(create_target_group)  # type: ignore[assignment]
     elbv2.FakeLoadBalancer.create_from_cloudformation_json = classmethod(create_load_balancer)  # type: ignore[assignment]
+    elbv2.FakeLoadBalancer.get_cfn_attribute = load_balancer_attribute  # type: ignore[method-assign]
+    elbv2.FakeTargetGroup.get_cfn_attribute = target_group_attribute  # type: ignore[attr-defined]
+    elbv2.FakeTargetGroup.has_cfn_attr = classmethod(
+        lambda cls, attr: attr in ("TargetGroupFullName", "TargetGroupName")
+    )  # type: ignore[attr-defined]
     ecs.EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign]
     # Tasks change state only when something happens to them (patch 5, or StopTask), never by being described.
     state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
