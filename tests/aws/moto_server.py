@@ -261,6 +261,10 @@ def load_balancer_attribute(self: elbv2.FakeLoadBalancer, attribute_name: str) -
     return _balancer_attribute(self, attribute_name)
 
 
+def target_group_has_attribute(cls: Any, attribute_name: str) -> bool:
+    return attribute_name in ("TargetGroupFullName", "TargetGroupName")
+
+
 def target_group_attribute(self: elbv2.FakeTargetGroup, attribute_name: str) -> Any:
     if attribute_name == "TargetGroupFullName":
         return "targetgroup/" + self.arn.split(":targetgroup/", 1)[1]

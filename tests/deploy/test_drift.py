@@ -20,20 +20,19 @@ from ccsm_core.routing import DEFAULT_SERVICE, RULES, SERVICE_PORTS, SERVICES, s
 from ccsm_core.server import KEEP_ALIVE_S, WATCHDOG_MARGIN_S, WS_PING_INTERVAL_S
 from ccsm_core.settings import SECRET_FIELDS
 from deploy import dotenv, render
+from deploy.cloudformation import FORBIDDEN_BODY
 from deploy.topology import (
     ALB_IDLE_TIMEOUT_S,
     DEREGISTRATION_DELAY_S,
     SHUTDOWN_FORCE_MS,
     SHUTDOWN_GRACE_MS,
+    alb_rules,
     deployments,
     service_deploy,
 )
+from tests.deploy import alb
 from tests.harness import ROOT, make_settings
 
-SAMPLE_PATHS = sorted(
-    {p.replace("*", "x/y") for rule in RULES for p in rule.patterns}
-    | {"/", "/health", "/ready", "/API/login", "/api/login/x", "/apix", "/ws/desktop/", "/ws", "/api/users/1"}
-)
 COMPOSE_SCHEMA = ROOT.parent / "shared" / "vendor" / "compose-spec.json"
 
 
@@ -69,39 +68,58 @@ def target_group_service(template: dict[str, Any], ref: dict[str, str]) -> str:
     return {p: s for s, p in SERVICE_PORTS.items()}[port]
 
 
-def alb_route(template: dict[str, Any], path: str) -> str:
-    """What the ALB does with `path`: listener rules by ascending priority, first match, else the default."""
-    rules = sorted(
-        resources_of(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values(),
-        key=lambda r: r["Properties"]["Priority"],
-    )
-    for rule in rules:
-        (condition,) = rule["Properties"]["Conditions"]
-        assert condition["Field"] == "path-pattern"
-        patterns = condition["PathPatternConfig"]["Values"]
-        regex = "|".join(re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns)
-        if re.fullmatch(regex, path):
-            (action,) = rule["Properties"]["Actions"]
-            return target_group_service(template, action["TargetGroupArn"])
-    (default,) = template["Resources"]["HttpsListener"]["Properties"]["DefaultActions"]
-    return target_group_service(template, default["TargetGroupArn"])
+def template_rules(template: dict[str, Any], sites: tuple[str, ...]) -> tuple[list[alb.Rule], alb.Decision]:
+    """The HTTPS listener's rules and default as the template declares them, with DesktopSiteCidrs = `sites`."""
 
+    def sources_of(value: Any) -> tuple[str, ...]:
+        assert value == {"Ref": "DesktopSiteCidrs"}
+        return sites
 
-def test_the_alb_rules_have_the_url_tables_priorities_patterns_and_services(template: dict[str, Any]) -> None:
-    rules = resources_of(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values()
-    found = {
-        r["Properties"]["Priority"]: (
-            tuple(r["Properties"]["Conditions"][0]["PathPatternConfig"]["Values"]),
-            target_group_service(template, r["Properties"]["Actions"][0]["TargetGroupArn"]),
+    rules = [
+        alb.parse_rule(
+            r["Properties"]["Priority"],
+            r["Properties"]["Conditions"],
+            r["Properties"]["Actions"],
+            lambda ref: target_group_service(template, ref),
+            sources_of,
         )
-        for r in rules
+        for r in resources_of(template, "AWS::ElasticLoadBalancingV2::ListenerRule").values()
+    ]
+    (default,) = template["Resources"]["HttpsListener"]["Properties"]["DefaultActions"]
+    return rules, alb.parse_action(default, lambda ref: target_group_service(template, ref))
+
+
+def test_the_alb_rules_are_the_url_tables_with_the_code_login_split_off(template: dict[str, Any]) -> None:
+    rules, _ = template_rules(template, ("0.0.0.0/0",))
+    found = {r.priority: (r.patterns, r.sources is not None, r.action) for r in rules}
+    assert found == {
+        rule.priority: (
+            rule.patterns,
+            rule.from_sites,
+            ("fixed-response", "403", FORBIDDEN_BODY) if rule.deny else ("forward", rule.service),
+        )
+        for rule in alb_rules()
     }
-    assert found == {rule.priority: (rule.patterns, rule.service) for rule in RULES}
+    # every pattern of the table is in exactly one forwarding rule, to the table's service
+    forwarded = sorted(p for r in rules if r.action[0] == "forward" for p in r.patterns)
+    assert forwarded == sorted(p for rule in RULES for p in rule.patterns)
 
 
-@pytest.mark.parametrize("path", SAMPLE_PATHS)
-def test_the_alb_routes_each_path_like_the_url_table(template: dict[str, Any], path: str) -> None:
-    assert alb_route(template, path) == service_for(path)
+def test_the_code_login_is_open_by_default(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["DesktopSiteCidrs"]["Default"] == "0.0.0.0/0"
+    rules, default = template_rules(template, ("0.0.0.0/0",))
+    for path in alb.SAMPLE_PATHS:
+        assert alb.decide(rules, default, path, alb.OTHER_ADDRESS) == ("forward", service_for(path)), path
+
+
+@pytest.mark.parametrize("path", alb.SAMPLE_PATHS)
+@pytest.mark.parametrize("client", [alb.SITE_ADDRESS, alb.OTHER_ADDRESS])
+def test_the_alb_routes_each_path_like_the_url_table(template: dict[str, Any], path: str, client: str) -> None:
+    """With the code login limited to a site: from there it reaches auth, from elsewhere it is 403 (never the api
+    service's `/api/*` rule), and every other path goes where the URL table says."""
+    sites = ("198.51.100.0/24",)
+    rules, default = template_rules(template, sites)
+    assert alb.decide(rules, default, path, client) == alb.expected(path, client, sites)
 
 
 # --- the edge (nginx) ---------------------------------------------------------------------------------------
@@ -119,7 +137,7 @@ def nginx_route(config: str, path: str) -> str:
     return upstream_service[default]
 
 
-@pytest.mark.parametrize("path", SAMPLE_PATHS)
+@pytest.mark.parametrize("path", alb.SAMPLE_PATHS)
 def test_the_edge_config_routes_each_path_like_the_url_table(path: str) -> None:
     config = (ROOT / "edge" / "conf.d" / "routes.conf").read_text(encoding="utf-8")
     assert nginx_route(config, path) == service_for(path)
@@ -302,13 +320,18 @@ def test_every_checkov_skip_says_why_in_place(template: dict[str, Any]) -> None:
     assert all(re.fullmatch(r"CKV2?_AWS_\d+", s["id"]) and len(s["comment"]) > 40 for s in skips)
 
 
-def test_the_alarms_cover_alb_5xx_target_5xx_unhealthy_hosts_and_task_restarts(template: dict[str, Any]) -> None:
+def test_the_alarms_cover_5xx_unhealthy_hosts_restarts_readiness_latency_and_code_guessing(
+    template: dict[str, Any],
+) -> None:
     metrics = {a["Properties"]["MetricName"] for a in resources_of(template, "AWS::CloudWatch::Alarm").values()}
     assert metrics == {
         "HTTPCode_ELB_5XX_Count",
         "HTTPCode_Target_5XX_Count",
         "UnHealthyHostCount",
         "TaskUnexpectedStops",
+        "Ready",
+        "TargetResponseTime",
+        "CodeLoginFailures",
     }
 
 
