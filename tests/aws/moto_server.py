@@ -24,6 +24,8 @@ pinned to the moto version in the lock (a different version stops here, so a cha
    definition's environment and its secrets read from the emulator's Secrets Manager, and stops with the
    command's exit code (`containers[0].exitCode`, `stopCode` EssentialContainerExited). moto has no tasks that
    run: its tasks stay RUNNING until stopped, or advance to STOPPED with exit code 0 whatever happened.
+6. `UsePreviousValue` keeps a parameter that took its default at creation (moto fails: it remembers only the
+   values it was given).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import threading
 from typing import Any
 
 import moto
+from moto.cloudformation import models as cloudformation
 from moto.cloudformation import parsing
 from moto.core.utils import utcnow
 from moto.ecs import models as ecs
@@ -315,6 +318,27 @@ def _run_container(backend: ecs.EC2ContainerServiceBackend, task: ecs.Task, cont
     task.last_status = "STOPPED"
 
 
+# --- 6. UsePreviousValue of a defaulted parameter ---------------------------------------------------------------
+
+
+def resolve_update_parameters(self: Any, instance: Any, incoming_params: list[dict[str, Any]]) -> dict[str, str]:
+    previous = {}
+    if hasattr(instance, "resource_map"):  # a stack (not a stack set): its values, defaults included
+        for key, value in instance.stack_parameters.items():
+            previous[key] = ",".join(value) if isinstance(value, list) else str(value)
+        previous.update(instance.parameters)
+        # what the stack was created with, defaults included: a kept default is no change
+        inputs = instance.resource_map.input_parameters
+        inputs.update({k: v for k, v in previous.items() if k not in inputs})
+    else:
+        previous.update(instance.parameters)
+    resolved = {p["ParameterKey"]: p["ParameterValue"] for p in incoming_params if "ParameterValue" in p}
+    for p in incoming_params:
+        if p.get("UsePreviousValue", False):
+            resolved[p["ParameterKey"]] = previous[p["ParameterKey"]]
+    return resolved
+
+
 def install() -> None:
     if moto.__version__ != PINNED_MOTO:
         raise SystemExit(f"tests/aws/moto_server.py patches moto {PINNED_MOTO}; this is {moto.__version__}")
@@ -333,6 +357,7 @@ def install() -> None:
         lambda cls, attr: attr in ("TargetGroupFullName", "TargetGroupName")
     )  # type: ignore[attr-defined]
     ecs.EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign]
+    cloudformation.CloudFormationBackend._resolve_update_parameters = resolve_update_parameters  # type: ignore[method-assign]
     # Tasks change state only when something happens to them (patch 5, or StopTask), never by being described.
     state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
 
