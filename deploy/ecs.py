@@ -209,6 +209,12 @@ class Deployment:
         say("services: " + ", ".join(f"{name} to {tag}" for name, tag in tags.items()))
         self.update(changes, release)
 
+    def go_to(self, tags: dict[str, str], release: dict[str, str], base_url: str) -> None:
+        """Roll the services to `tags`, wait until they are stable on them and ready through the load balancer."""
+        self.roll(tags, release)
+        self.wait_stable(tags)
+        self.wait_ready(base_url)
+
     def wait_stable(self, tags: dict[str, str]) -> dict[str, dict[str, Any]]:
         """Until each service has one deployment, completed, of a task definition running its tag, with every
         desired task running (what `aws ecs wait services-stable` checks, plus the image)."""
@@ -293,16 +299,12 @@ class Deployment:
             return 1
         target = dict.fromkeys(before, tag)
         try:
-            self.roll(target, _release(tag, release))
-            self.wait_stable(target)
-            self.wait_ready(base_url)
+            self.go_to(target, _release(tag, release), base_url)
         except DeployError as exc:
             say(f"deploy of {tag} failed: {exc}")
             say("rolling back to " + ", ".join(f"{name} {t}" for name, t in before.items()))
             try:
-                self.roll(before, _release(release, history.get(PREVIOUS_RELEASE_TAG, "")))
-                self.wait_stable(before)
-                self.wait_ready(base_url)
+                self.go_to(before, _release(release, history.get(PREVIOUS_RELEASE_TAG, "")), base_url)
             except DeployError as again:
                 say(f"ROLLBACK FAILED: {again}")
                 return 2
@@ -321,9 +323,7 @@ class Deployment:
         target = dict.fromkeys(self.current_tags(), target_tag)
         say(f"rolling back to {target_tag} (from {current or 'mixed tags'})")
         try:
-            self.roll(target, _release(target_tag, current))
-            self.wait_stable(target)
-            self.wait_ready(base_url)
+            self.go_to(target, _release(target_tag, current), base_url)
         except DeployError as exc:
             say(f"ROLLBACK FAILED: {exc}")
             return 2

@@ -239,20 +239,21 @@ def _attributes(props: dict[str, Any], key: str) -> dict[str, Any]:
     return {a["Key"]: a["Value"] for a in props.get(key) or []}
 
 
-def create_target_group(cls: Any, name: str, cfn: Any, account_id: str, region_name: str, **kw: Any) -> Any:
-    group = _create_target_group(cls, name, cfn, account_id, region_name, **kw)
-    attributes = _attributes(cfn["Properties"], "TargetGroupAttributes")
-    if attributes:
-        elbv2.elbv2_backends[account_id][region_name].modify_target_group_attributes(group.arn, attributes)
-    return group
+def _applying(create: Any, key: str, modify: str) -> Any:
+    """`create` (a resource's CloudFormation constructor), then the resource's `key` attribute list applied."""
+
+    def create_with_attributes(cls: Any, name: str, cfn: Any, account_id: str, region_name: str, **kw: Any) -> Any:
+        created = create(cls, name, cfn, account_id, region_name, **kw)
+        attributes = _attributes(cfn["Properties"], key)
+        if attributes:
+            getattr(elbv2.elbv2_backends[account_id][region_name], modify)(created.arn, attributes)
+        return created
+
+    return classmethod(create_with_attributes)
 
 
-def create_load_balancer(cls: Any, name: str, cfn: Any, account_id: str, region_name: str, **kw: Any) -> Any:
-    balancer = _create_load_balancer(cls, name, cfn, account_id, region_name, **kw)
-    attributes = _attributes(cfn["Properties"], "LoadBalancerAttributes")
-    if attributes:
-        elbv2.elbv2_backends[account_id][region_name].modify_load_balancer_attributes(balancer.arn, attributes)
-    return balancer
+create_target_group = _applying(_create_target_group, "TargetGroupAttributes", "modify_target_group_attributes")
+create_load_balancer = _applying(_create_load_balancer, "LoadBalancerAttributes", "modify_load_balancer_attributes")
 
 
 _balancer_attribute = elbv2.FakeLoadBalancer.get_cfn_attribute
@@ -349,8 +350,8 @@ def install() -> None:
     ecs.TaskDefinition.update_from_cloudformation_json = classmethod(update_task_definition)  # type: ignore[assignment]
     ecs.Service.create_from_cloudformation_json = classmethod(create_service)  # type: ignore[assignment]
     ecs.Service.update_from_cloudformation_json = classmethod(update_service)  # type: ignore[assignment]
-    elbv2.FakeTargetGroup.create_from_cloudformation_json = classmethod(create_target_group)  # type: ignore[assignment]
-    elbv2.FakeLoadBalancer.create_from_cloudformation_json = classmethod(create_load_balancer)  # type: ignore[assignment]
+    elbv2.FakeTargetGroup.create_from_cloudformation_json = create_target_group  # type: ignore[assignment]
+    elbv2.FakeLoadBalancer.create_from_cloudformation_json = create_load_balancer  # type: ignore[assignment]
     elbv2.FakeLoadBalancer.get_cfn_attribute = load_balancer_attribute  # type: ignore[method-assign]
     elbv2.FakeTargetGroup.get_cfn_attribute = target_group_attribute  # type: ignore[attr-defined]
     elbv2.FakeTargetGroup.has_cfn_attr = classmethod(
