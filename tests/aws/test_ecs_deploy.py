@@ -133,13 +133,13 @@ def test_a_deploy_that_never_gets_ready_goes_back_to_the_previous_tags_and_says_
     balancer = Balancer(fresh_stack, {"v1": ready_api.base_url, "v2": unready_api.base_url})
     try:
         code, out = run(
-            fresh_stack, capsys, "deploy", "--tag", "v2", "--base-url", balancer.base_url, "--ready-timeout", "1"
+            fresh_stack, capsys, "deploy", "--tag", "v2", "--base-url", balancer.base_url, "--ready-timeout", "3"
         )
     finally:
         balancer.close()
 
     assert code == 1, out
-    assert "/ready was not ready within 1 s" in out
+    assert "/ready was not ready within 3 s" in out
     assert "db-unreachable" in out  # the last answer, as the load balancer gave it
     assert "rolled back: the services run what they ran before v2" in out
     assert balancer.seen[0] == "v2"
