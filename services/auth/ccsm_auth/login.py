@@ -238,8 +238,8 @@ async def login_authcode(request: Request) -> Response:
         row = await select_active_user_by_authcode(state.db, code)
         if row is None:
             failed = True
-            # The event the CloudFormation metric filter counts (detection, item 1): never the code.
             state.metrics.login_failed("authcode")
+            # The event the CloudFormation metric filter counts (detection, item 1): never the code.
             _event("auth.login.failed", endpoint="authcode", reason="unknown_or_inactive_code", ip=ip)
             return json_response(None)
         user_id = int(row["id"])
