@@ -93,7 +93,7 @@ def route_family(path: str) -> str:
     return "/" + "/".join(path.strip("/").split("/")[:2])
 
 
-Readiness = Callable[[], Awaitable[bool]]
+Readiness = Callable[[], Awaitable[bool | None]]  # None: nothing to report (the service is draining)
 
 
 class Metrics:

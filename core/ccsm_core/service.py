@@ -140,7 +140,9 @@ def build_app(
     lc.required = ready_checks
     metrics = Metrics(settings.service, settings.metrics_namespace, settings.metrics_interval_s)
 
-    async def ready() -> bool:
+    async def ready() -> bool | None:
+        if lc.shutting_down:
+            return None  # a draining task is not-ready by design: no datapoint for the /ready alarm
         status, _ = await lc.readiness()
         return status == 200
 
