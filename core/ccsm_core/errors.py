@@ -20,13 +20,20 @@ MESSAGES: dict[int, str] = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
     409: "Conflict",
+    411: "Length required",
     413: "Request body too large",
+    414: "URI too long",
     415: "Unsupported media type",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",  # contract-core §1.2: the same string everywhere
+    501: "Not implemented",
     502: "Bad gateway",
     503: "Service unavailable",  # fix 1: a database outage
+    504: "Gateway timeout",
+    505: "HTTP version not supported",
 }
 
 

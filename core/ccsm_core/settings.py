@@ -285,6 +285,27 @@ class Settings:
     body_limit_bytes: int = setting(
         100 * 1024, "BODY_LIMIT_BYTES", BYTES, "request body limit (express.json's 100 kB, contract-core §1.1)"
     )
+    header_limit_bytes: int = setting(
+        32 * 1024,
+        "HEADER_LIMIT_BYTES",
+        BYTES,
+        "request line and headers together (and a chunked body's trailers); past it 431 and the connection closes",
+    )
+    header_timeout_ms: int = setting(
+        10000,
+        "HEADER_TIMEOUT_MS",
+        MILLISECONDS,
+        "time for a request's head to arrive (from the connection or a kept-alive request's first byte); "
+        "past it 408 and the connection closes",
+    )
+    max_connections: int = setting(
+        0,
+        "MAX_CONNECTIONS",
+        INTEGER,
+        "open connections per process (HTTP and WebSocket); one beyond it is answered 503 at once and closed; "
+        "0 means the service's default",
+        default_doc="`0`: 2048 (auth, api), 18000 (ws-gateway, `make run`)",
+    )
 
     shutdown_grace_ms: int = setting(15000, "SHUTDOWN_GRACE_MS", MILLISECONDS, "drain window after SIGTERM")
     shutdown_force_ms: int = setting(
@@ -400,6 +421,12 @@ def validate(s: Settings) -> None:
         raise ConfigError("BODY_LIMIT_BYTES must be at least 1")
     if s.metrics_interval_s < 0.1:
         raise ConfigError("METRICS_INTERVAL_MS must be at least 100")
+    if not 1024 <= s.header_limit_bytes <= 1024 * 1024:
+        raise ConfigError("HEADER_LIMIT_BYTES must be within 1024..1048576")
+    if not 100 <= s.header_timeout_ms <= 600_000:
+        raise ConfigError("HEADER_TIMEOUT_MS must be within 100..600000")
+    if s.max_connections < 0:
+        raise ConfigError("MAX_CONNECTIONS must be 0 (the service's default) or more")
     if s.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError("LOG_LEVEL must be one of debug, info, warning, error, critical")
     for origin in s.cors_origins:
