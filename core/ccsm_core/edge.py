@@ -3,7 +3,12 @@
 In order, for each HTTP request: request id (accepted from `X-Request-ID` or generated, and returned), CORS
 against an exact allow-list (preflights answered before any auth, contract-core §8.4), the body-size limit
 (413), helmet's default headers on every response when `USE_HELMET` is on, the error table for anything a
-handler lets escape (no stack trace ever leaves the process), and one JSON access-log line.
+handler lets escape (no stack trace ever leaves the process), and one JSON access-log line (path only: a query
+string is never logged). A client that goes away before its body arrived is an info event and status 499 in the
+access line (nginx's "client closed request"), not an error.
+
+`ErrorResponses` gives the errors answered outside the app (by the protocol layer, `ccsm_core.protocols`) the
+same body and headers.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import re
 import time
 from collections.abc import Iterable
 from functools import lru_cache
+from http import HTTPStatus
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccsm_core.errors import MESSAGES, ApiError, classify
@@ -57,6 +64,7 @@ HELMET_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple(
 CORS_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _DROP_HEADERS = frozenset({b"server", b"x-powered-by"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away: logged, never sent
 
 
 class BodyTooLarge(ApiError):
@@ -69,6 +77,50 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()  # 128 random bits like a uuid4, at a quarter of its cost
+
+
+class ErrorResponses:
+    """Errors answered outside the app (an invalid request, a head too large or too slow, the connection cap, a
+    refused WebSocket handshake) in the app's shape: the error table's `{"error": ...}`, a request id, the
+    security headers the app's own errors carry, and `Connection: close`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.security: tuple[tuple[bytes, bytes], ...] = HELMET_HEADERS if settings.use_helmet else ()
+
+    @staticmethod
+    def body(status: int, message: str | None = None) -> bytes:
+        return b'{"error":' + _json_str(message or MESSAGES.get(status, "Error")) + b"}"
+
+    def headers(self, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *extra,
+            (b"x-request-id", new_request_id().encode()),
+            *self.security,
+        ]
+
+    def http(
+        self,
+        status: int,
+        message: str | None = None,
+        leading: Iterable[tuple[bytes, bytes]] = (),
+        extra: Iterable[tuple[bytes, bytes]] = (),
+    ) -> bytes:
+        """The whole HTTP/1.1 response; `leading`: the server's own headers (uvicorn's Date)."""
+        body = self.body(status, message)
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
+        lines += [name + b": " + value for name, value in (*leading, *self.headers(body, extra))]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class TrustedProxies:
@@ -119,7 +171,7 @@ class EdgeMiddleware:
         started = time.perf_counter()
         rid = header(scope, b"x-request-id")
         if rid is None or not _REQUEST_ID_RE.match(rid):
-            rid = os.urandom(16).hex()  # 128 random bits like a uuid4, at a quarter of its cost
+            rid = new_request_id()
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
 
@@ -179,6 +231,10 @@ class EdgeMiddleware:
                 return message
 
             await self.app(scope, limited_receive, send_wrapper)
+        except ClientDisconnect:
+            # The client went away before its body arrived: nothing to answer, nothing went wrong here.
+            status_holder[0] = CLIENT_CLOSED_REQUEST
+            log.info("client disconnected before the request body arrived", extra={"path": scope["path"]})
         except asyncio.CancelledError:
             # Cancelled at the shutdown force limit: say so in the error table's words, then let it unwind.
             if not response_started:

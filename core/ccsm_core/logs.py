@@ -1,9 +1,14 @@
-"""JSON log lines on stdout: one event per line, with the service name and the current request id."""
+"""JSON log lines on stdout: one event per line, with the service name and the current request id.
+
+No token ever reaches a log: query strings are never logged (`redact_query`: the desktop could put its JWT in
+`/ws/desktop?token=...`), and as a last line of defence anything shaped like a JWT in a line is replaced.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -21,6 +26,27 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "taskName",
     "color_message",  # uvicorn's ANSI variant of msg
 }
+
+
+# A JWS compact serialisation (RFC 7515 §7.1) of a JSON header: base64url("{"...") always starts with "eyJ".
+_JWT_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+REDACTED = "<redacted>"
+# websockets' own protocol log: one `info` line per connection and, at debug, every handshake header (the
+# Authorization header carries a token) and frame. Only its warnings and errors may reach the log.
+WEBSOCKETS_LOG = "ccsm.websockets"
+
+
+def redact_query(target: str) -> str:
+    """A request target as it may be logged: the path, and `?<redacted>` in place of any query."""
+    path, sep, _ = target.partition("?")
+    return f"{path}?{REDACTED}" if sep else path
+
+
+def scrub_tokens(line: bytes) -> bytes:
+    """Replace anything shaped like a JWT (cheap when there is none: one substring test)."""
+    if b"eyJ" not in line:
+        return line
+    return _JWT_RE.sub(REDACTED.encode(), line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,7 +70,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return scrub_tokens(orjson.dumps(line, default=str)).decode()
 
 
 def configure_logging(service: str, level: str = "info") -> None:
@@ -64,6 +90,9 @@ def configure_logging(service: str, level: str = "info") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    # An explicit level (not NOTSET) makes uvicorn skip its per-connection TRACE lines without formatting them.
+    logging.getLogger("uvicorn.error").setLevel(level.upper())
+    logging.getLogger(WEBSOCKETS_LOG).setLevel(logging.WARNING)
     # Our access log replaces uvicorn's (it carries the request id and latency).
     logging.getLogger("uvicorn.access").disabled = True
 

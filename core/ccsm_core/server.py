@@ -5,6 +5,8 @@ connections close; WebSockets get close code 1012 (uvicorn's shutdown, fix 6) so
 task; in-flight requests finish. At `SHUTDOWN_GRACE_MS` a line reports what is still running; at
 `SHUTDOWN_FORCE_MS` what remains is cancelled and the process exits 1. A clean drain exits 0. Later signals are
 ignored, as in the old backend. A watchdog thread guarantees the exit even if a cancelled task will not die.
+
+The protocols (`ccsm_core.protocols`) bound what one connection may cost.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -23,7 +26,9 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from ccsm_core.edge import ErrorResponses
 from ccsm_core.lifecycle import Lifecycle
+from ccsm_core.protocols import ConnectionGuard, HttpProtocol, ServiceConfig
 from ccsm_core.settings import Settings
 
 log = logging.getLogger("ccsm.server")
@@ -38,6 +43,14 @@ WATCHDOG_MARGIN_S = 2.0
 # kernel). One still open after this is not reading (a vanished desktop): its unsent bytes would hold a graceful
 # close, and so the whole shutdown, until the force limit. It is aborted instead.
 WS_CLOSE_WAIT_S = 2.0
+# MAX_CONNECTIONS=0: a service answering short HTTP requests rarely holds more than a few hundred connections
+# (the ALB reuses them); one holding WebSockets holds one per desktop (`make bench-ws` opens 15,000 on one
+# process). At HEADER_LIMIT_BYTES (32 KiB) per unfinished head, 18,000 connections stay within the gateway
+# task's 1 GiB even if every one of them is an attacker's.
+HTTP_MAX_CONNECTIONS = 2048
+WS_MAX_CONNECTIONS = 18000
+# Descriptors kept for everything else: the listener, the pools, Redis, lingering refused sockets (LINGER_MAX).
+FD_RESERVE = 512
 
 
 class GracefulServer(uvicorn.Server):
@@ -108,14 +121,35 @@ class GracefulServer(uvicorn.Server):
             log.warning("websockets aborted: peers not reading their close frame", extra={"sockets": len(stuck)})
 
 
-def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> uvicorn.Config:
-    return uvicorn.Config(
+def connection_limit(settings: Settings, ws: bool) -> int:
+    """MAX_CONNECTIONS, or the service's default; never more than the open-file limit leaves room for."""
+    wanted = settings.max_connections or (WS_MAX_CONNECTIONS if ws else HTTP_MAX_CONNECTIONS)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and wanted > soft - FD_RESERVE:
+        lowered = max(1, soft - FD_RESERVE)
+        log.warning(
+            "MAX_CONNECTIONS lowered to fit the open-file limit",
+            extra={"maxConnections": wanted, "openFileLimit": soft, "effective": lowered},
+        )
+        return lowered
+    return wanted
+
+
+def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> ServiceConfig:
+    guard = ConnectionGuard(
+        ErrorResponses(settings),
+        head_limit=settings.header_limit_bytes,
+        head_timeout_s=settings.header_timeout_ms / 1000,
+        max_connections=connection_limit(settings, ws),
+    )
+    return ServiceConfig(
         app,
+        guard=guard,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio" if ws else "none",
+        http=HttpProtocol,
+        ws="websockets-sansio" if ws else "none",  # HttpProtocol adjusts each one (protocols.websocket_protocol)
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -133,11 +167,14 @@ def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> uvicorn.Conf
 def serve(app: Starlette, settings: Settings, ws: bool = False) -> int:
     """Serve until a signal; returns the process exit code (0 clean drain, 1 forced, 3 start-up failure)."""
     lifecycle: Lifecycle = app.state.lifecycle
-    server = GracefulServer(uvicorn_config(app, settings, ws), lifecycle, settings)
+    config = uvicorn_config(app, settings, ws)
+    server = GracefulServer(config, lifecycle, settings)
     try:
         server.run()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        config.guard.close()
     if not server.started:
         return 3
     if server.signalled_at is not None:

@@ -1,6 +1,7 @@
 """A service built like the real ones, plus a slow endpoint, for shutdown tests: `python -m tests.core.slow_service`.
 
 `GET /slow?ms=N` logs "slow request started", works for N ms, then answers with what /ready says at its end.
+`POST /echo` reads the whole body and answers its length.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ async def slow(request: Request) -> Response:
     return json_response({"done": True, "readyAtEnd": status})
 
 
+async def echo(request: Request) -> Response:
+    return json_response({"bytes": len(await request.body())})
+
+
 def create_app(settings: Settings) -> Starlette:
-    spec = service.ServiceSpec(name="slow", routes=[service.route("/slow", slow)])
+    spec = service.ServiceSpec(
+        name="slow", routes=[service.route("/slow", slow), service.route("/echo", echo, ["POST"])]
+    )
     return service.build_service_app(spec, settings, startup_lines=["slow service up"])
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterator
 
+import orjson
 import pymysql
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from ccsm_core import service
 from ccsm_core.codec import json_response, read_object
-from ccsm_core.edge import HELMET_HEADERS, TrustedProxies
+from ccsm_core.edge import HELMET_HEADERS, ErrorResponses, TrustedProxies
 from ccsm_core.errors import ApiError
 from ccsm_core.settings import Settings
 from tests.harness import make_settings
@@ -246,3 +249,55 @@ def test_forwarded_for_is_used_only_from_trusted_proxies() -> None:
 def test_settings_replace_keeps_validation() -> None:
     with pytest.raises(ValueError, match="CORS_ORIGINS"):
         dataclasses.replace(make_settings(), cors_origins=("*",))
+
+
+def test_a_client_that_disconnects_mid_body_is_an_info_event_and_status_499(caplog: pytest.LogCaptureFixture) -> None:
+    app = service.build_app(make_settings(), [service.route("/api/echo", echo, ["POST"])], [])
+    messages = [
+        {"type": "http.request", "body": b'{"a": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/echo",
+        "raw_path": b"/api/echo",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5000),
+    }
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))
+    assert sent == []  # nobody to answer
+    records = [r for r in caplog.records if r.name in ("ccsm.edge", "ccsm.access")]
+    assert [(r.name, r.levelname, r.getMessage()) for r in records] == [
+        ("ccsm.edge", "INFO", "client disconnected before the request body arrived"),
+        ("ccsm.access", "INFO", "request"),
+    ]
+    assert records[1].__dict__["status"] == 499
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_errors_answered_outside_the_app_have_the_apps_shape() -> None:
+    raw = ErrorResponses(make_settings(use_helmet=True)).http(431, leading=[(b"date", b"today")])
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert lines[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert orjson.loads(body) == {"error": "Request header fields too large"}
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == str(len(body))
+    assert headers["connection"] == "close"
+    assert headers["date"] == "today"
+    assert len(headers["x-request-id"]) == 32
+    for name, value in HELMET_HEADERS:
+        assert headers[name.decode()] == value.decode()
+    assert "content-security-policy" not in ErrorResponses(make_settings()).http(400).decode()
