@@ -1,6 +1,7 @@
 """Debian's nginx, run natively with the committed edge config (edge/conf.d/routes.conf) and upstreams pointed at
-locally started processes. The only differences from compose: the listen port, the upstream addresses, and an
-`X-Upstream` response header (test-only, at the http level) naming the address that answered."""
+locally started processes. The only differences from compose: the listen port, the upstream addresses, an
+`X-Upstream` response header (test-only, at the http level) naming the address that answered, and the lines a test
+replaces on purpose (`replace`: a shorter upstream timeout to provoke nginx's 504)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,15 @@ def nginx_binary() -> str:
     return found
 
 
-def write_config(workdir: Path, addresses: Mapping[str, str | Sequence[str]], port: int) -> Path:
+def write_config(
+    workdir: Path, addresses: Mapping[str, str | Sequence[str]], port: int, replace: Mapping[str, str] | None = None
+) -> Path:
     routes = ROUTES.read_text(encoding="utf-8")
     listen = f"    listen {nginx.EDGE_PORT};\n"
-    assert routes.count(listen) == 1, "routes.conf must have exactly one listen line"
-    (workdir / "routes.conf").write_text(routes.replace(listen, f"    listen 127.0.0.1:{port};\n"), encoding="utf-8")
+    for old, new in {listen: f"    listen 127.0.0.1:{port};\n", **(replace or {})}.items():
+        assert routes.count(old) == 1, f"routes.conf must have exactly one {old.strip()!r}"
+        routes = routes.replace(old, new)
+    (workdir / "routes.conf").write_text(routes, encoding="utf-8")
     (workdir / "upstreams.conf").write_text(nginx.render_upstreams(addresses), encoding="utf-8")
     for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (workdir / temp).mkdir(exist_ok=True)
@@ -85,11 +90,13 @@ def wait_started(proc: subprocess.Popen[str], timeout: float = 15.0) -> threadin
 
 
 @contextmanager
-def running_nginx(workdir: Path, addresses: Mapping[str, str | Sequence[str]]) -> Iterator[str]:
+def running_nginx(
+    workdir: Path, addresses: Mapping[str, str | Sequence[str]], replace: Mapping[str, str] | None = None
+) -> Iterator[str]:
     """Start nginx in the foreground; yields its base URL; stops it (SIGQUIT: graceful) afterwards."""
     binary = nginx_binary()
     port = free_port()
-    conf = write_config(workdir, addresses, port)
+    conf = write_config(workdir, addresses, port, replace)
     check = subprocess.run([binary, "-t", "-p", str(workdir), "-c", str(conf)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     proc = subprocess.Popen(

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 
 import devserver
 from ccsm_core.routing import DEFAULT_SERVICE, RULES, SERVICE_PORTS, SERVICES, service_for
@@ -33,6 +33,11 @@ from deploy.topology import (
 from tests.deploy import alb
 from tests.harness import ROOT, make_settings
 
+# The edge and the dev server match like the services: Express-style in any case (the ALB only as written).
+SAMPLE_PATHS = sorted(
+    set(alb.SAMPLE_PATHS)
+    | {"/API/LOGIN", "/Api/Desktop/Login-Authcode/", "/API", "/API/USERS/1", "/WS/DESKTOP", "/Ws/desktop", "/APIX"}
+)
 COMPOSE_SCHEMA = ROOT.parent / "shared" / "vendor" / "compose-spec.json"
 
 
@@ -126,21 +131,46 @@ def test_the_alb_routes_each_path_like_the_url_table(template: dict[str, Any], p
 
 
 def nginx_route(config: str, path: str) -> str:
-    """nginx's choice for `path` in routes.conf: regex locations in order, first match, else `location /`."""
+    """nginx's choice for `path` in routes.conf: regex locations in order (`~*` ignoring ASCII case), first
+    match, else `location /`."""
     upstream_service = {svc.upstream: svc.name for svc in deployments()}
-    blocks = re.findall(r"location (~ (\S+)|/) \{\s*proxy_pass http://(\w+);", config)
+    blocks = re.findall(r"location (~(\*?) (\S+)|/) \{\s*proxy_pass http://(\w+);", config)
     assert blocks, "no locations found in routes.conf"
-    for _, regex, upstream in blocks:
-        if regex and re.search(regex, path):
+    for _, any_case, regex, upstream in blocks:
+        if regex and re.search(regex, path, re.IGNORECASE | re.ASCII if any_case else 0):
             return upstream_service[upstream]
-    (default,) = [upstream for kind, _, upstream in blocks if kind == "/"]
+    (default,) = [upstream for kind, _, _, upstream in blocks if kind == "/"]
     return upstream_service[default]
 
 
-@pytest.mark.parametrize("path", alb.SAMPLE_PATHS)
-def test_the_edge_config_routes_each_path_like_the_url_table(path: str) -> None:
+@pytest.mark.parametrize("path", SAMPLE_PATHS)
+def test_the_edge_config_routes_each_path_like_the_services_match_it(path: str) -> None:
     config = (ROOT / "edge" / "conf.d" / "routes.conf").read_text(encoding="utf-8")
-    assert nginx_route(config, path) == service_for(path)
+    assert nginx_route(config, path) == service_for(path, case_sensitive=False)
+
+
+def test_upper_case_logins_reach_auth_at_the_edge_and_the_default_service_on_aws(template: dict[str, Any]) -> None:
+    config = (ROOT / "edge" / "conf.d" / "routes.conf").read_text(encoding="utf-8")
+    assert nginx_route(config, "/API/LOGIN") == service_for("/API/LOGIN", case_sensitive=False) == "auth"
+    rules, default = template_rules(template, ("0.0.0.0/0",))
+    on_aws = alb.decide(rules, default, "/API/LOGIN", alb.OTHER_ADDRESS)
+    assert on_aws == ("forward", service_for("/API/LOGIN")) == ("forward", DEFAULT_SERVICE)  # README, "Security"
+
+
+@pytest.mark.parametrize("path", SAMPLE_PATHS)
+def test_the_dev_server_matches_each_path_where_the_url_table_says_the_services_do(path: str) -> None:
+    """The dev server's concatenated routes: the first service route that matches `path` (any method) is the
+    one of the service the table names for the services' own matching; no match falls to the default."""
+    settings = make_settings()
+    owners = {key(r): name for name, spec in devserver.specs(settings).items() for r in spec.routes}
+    app = devserver.create_app(settings)
+    scope = {"type": "http", "path": path, "method": "GET"}
+    ws_scope = {"type": "websocket", "path": path}
+    for r in app.routes:
+        if key(r) in owners and r.matches(ws_scope if isinstance(r, WebSocketRoute) else scope)[0] != Match.NONE:
+            assert owners[key(r)] == service_for(path, case_sensitive=False)
+            return
+    assert service_for(path, case_sensitive=False) == DEFAULT_SERVICE
 
 
 def test_the_edge_upstreams_are_the_compose_services_on_their_ports() -> None:

@@ -1,5 +1,6 @@
 """The compose edge proxy works: Debian's nginx runs natively with the committed edge/conf.d/routes.conf, pointed at
-the three services started as real processes, and every request lands on the service the URL table names.
+the three services started as real processes, and every request lands on the service the URL table names (in any
+case where that service matches in any case); what nginx answers itself is the error table's JSON.
 
 Which process answered is read from `X-Upstream` (nginx's `$upstream_addr`, added by the test's http block), and
 each upstream's own /health names its service, so a swapped port or a wrong rule fails here whatever the
@@ -12,17 +13,21 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
+from ccsm_core.edge import HELMET_HEADERS
+from ccsm_core.errors import MESSAGES
 from ccsm_core.routing import API, AUTH, GATEWAY, RULES, service_for
 from ccsm_core.settings import Settings
 from deploy.topology import deployments
 from tests.deploy.nginx_process import running_nginx
 from tests.harness import ServiceProcess, free_port
+from tests.raw_http import RawResponse, exchange
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +35,7 @@ pytestmark = pytest.mark.slow
 PATHS = sorted(
     {p.replace("*", "users/7") for rule in RULES for p in rule.patterns}
     | {"/health", "/ready", "/", "/API/login", "/api/login/extra", "/apix", "/ws/desktop/", "/ws", "/api/users"}
+    | {"/API/LOGIN", "/Api/Desktop/Login-Authcode", "/API/USERS", "/WS/DESKTOP", "/HEALTH"}
 )
 
 
@@ -68,8 +74,41 @@ def test_each_upstream_is_the_service_it_claims_to_be(backend: Backend) -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_the_edge_sends_each_path_to_the_service_the_url_table_names(backend: Backend, path: str) -> None:
     response = httpx.get(backend.edge + path)
-    assert response.headers.get("x-upstream") == backend.address(service_for(path)), (path, response.status_code)
+    owner = service_for(path, case_sensitive=False)  # as the services match it (the ALB: case-sensitive)
+    assert response.headers.get("x-upstream") == backend.address(owner), (path, response.status_code)
     assert response.status_code not in (502, 503, 504)
+
+
+def test_an_upper_case_login_at_the_edge_is_the_auth_services_login(backend: Backend) -> None:
+    body = {"username": "admin", "password": "not-the-password"}
+    upper = httpx.post(f"{backend.edge}/API/LOGIN", json=body)
+    lower = httpx.post(f"{backend.edge}/api/login", json=body)
+    assert upper.headers["x-upstream"] == lower.headers["x-upstream"] == backend.address(AUTH)
+    assert (
+        (upper.status_code, upper.json())
+        == (lower.status_code, lower.json())
+        == (
+            401,
+            {"error": "Invalid username or password"},
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "body"),
+    [
+        ("POST", "/API/LOGIN", 404, {"error": "Not found"}),
+        ("POST", "/API/DESKTOP/LOGIN-AUTHCODE", 401, {"error": "Missing bearer token"}),  # auth before routing
+        ("GET", "/WS/DESKTOP", 404, {"error": "Not found"}),
+    ],
+)
+def test_on_aws_an_upper_case_path_reaches_the_api_service_which_answers_json(
+    backend: Backend, method: str, path: str, status: int, body: dict[str, str]
+) -> None:
+    """The ALB matches case-sensitively: these reach the default target group (README, "Security")."""
+    assert service_for(path) == API
+    response = httpx.request(method, backend.processes[API].base_url + path, json={"code": "555"})
+    assert (response.status_code, response.json()) == (status, body)
 
 
 def test_health_at_the_edge_is_answered_by_the_default_service(backend: Backend) -> None:
@@ -161,3 +200,67 @@ def test_websocket_frames_pass_both_ways_through_the_edge_unrewritten(
     assert seen[0]["path"] == "/ws/desktop?client=test"  # nothing rewrites a path
     assert seen[0]["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"  # appended, like the ALB
     assert seen[0]["x-forwarded-proto"] == "http"
+
+
+# --- what nginx answers itself ------------------------------------------------------------------------------
+
+
+def assert_edge_error(response: RawResponse, status: int) -> None:
+    assert response.status == status, response.raw[:300]
+    assert response.header("content-type") == "application/json"
+    assert response.json() == {"error": MESSAGES[status]}
+    for name, value in HELMET_HEADERS:
+        assert response.header(name.decode()) == value.decode(), name
+    # server_tokens off: no version. The header itself stays (README, "Security").
+    assert response.header("server") == "nginx"
+    assert b"nginx/" not in response.raw
+    assert b"<html" not in response.raw
+
+
+def edge_address(edge: str) -> tuple[str, int]:
+    host, port = edge.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+HOST = b"Host: edge.test\r\n"
+NGINX_ERRORS = [
+    pytest.param(b"GARBAGE\r\n\r\n", 400, id="malformed request line"),
+    pytest.param(b"GET /health HTTP/1.1\r\n" + HOST + b"Host: other.test\r\n\r\n", 400, id="duplicate Host"),
+    pytest.param(b"TRACE /health HTTP/1.1\r\n" + HOST + b"\r\n", 405, id="TRACE"),
+    pytest.param(b"POST /api/login HTTP/1.1\r\n" + HOST + b"Content-Length: 20000000\r\n\r\n", 413, id="body"),
+    pytest.param(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414, id="URI too long"),
+    pytest.param(b"GET /health HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, id="header"),
+    pytest.param(b"POST /api/login HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n", 501, id="coding"),
+    pytest.param(b"GET /health HTTP/3.0\r\n" + HOST + b"\r\n", 505, id="HTTP/3.0"),
+    pytest.param(b"GET /__edge_error HTTP/1.1\r\n" + HOST + b"\r\n", 404, id="the internal error location"),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), NGINX_ERRORS)
+def test_nginx_answers_its_own_errors_as_json_with_the_security_headers(
+    backend: Backend, request_bytes: bytes, status: int
+) -> None:
+    assert_edge_error(exchange(edge_address(backend.edge), request_bytes), status)
+
+
+def test_an_unreachable_upstream_is_a_json_502(tmp_path: Path) -> None:
+    addresses = {svc.name: f"127.0.0.1:{free_port()}" for svc in deployments()}  # nothing listens there
+    with running_nginx(tmp_path, addresses) as edge:
+        response = exchange(edge_address(edge), b"GET /api/users HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert_edge_error(response, 502)
+
+
+@pytest.fixture
+def silent_upstream() -> Iterator[str]:
+    """A listening socket that never answers: the kernel completes connections, nobody reads them."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_an_upstream_that_does_not_answer_in_time_is_a_json_504(silent_upstream: str, tmp_path: Path) -> None:
+    addresses: dict[str, Any] = {svc.name: silent_upstream for svc in deployments()}
+    with running_nginx(tmp_path, addresses, replace={"proxy_read_timeout 60s;": "proxy_read_timeout 1s;"}) as edge:
+        response = exchange(edge_address(edge), b"GET /api/users HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert_edge_error(response, 504)
