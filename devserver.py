@@ -53,7 +53,9 @@ def create_app(settings: Settings) -> Starlette:
         service.dedupe(resources),
         ready_checks=frozenset(checks),  # the dev server is ready when every service's dependencies are
         lifecycle=lifecycle,
-        startup_lines=[
+        startup_lines=[  # logged once the socket is bound
+            f"CCSM dev server listening on http://127.0.0.1:{settings.port} "
+            f"(ws://127.0.0.1:{settings.port}/ws/desktop)",
             f"API HTTP server running on port {settings.port}",
             f"WebSocket started on endpoint: ws://{settings.host}:{settings.port}/ws/desktop",
         ],
@@ -92,8 +94,6 @@ def main() -> None:
     configure_logging("dev", settings.log_level)
     if settings.is_local:
         bootstrap(settings)
-    print(f"CCSM dev server listening on http://127.0.0.1:{settings.port} (ws://127.0.0.1:{settings.port}/ws/desktop)")
-    sys.stdout.flush()
     exit_with(serve(create_app(settings), settings, ws=True))
 
 

@@ -114,7 +114,7 @@ def test_make_run_serves_health_and_ready_and_prints_where_it_listens(
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if "Uvicorn running on" in line:
+        if "WebSocket started on endpoint" in line:  # the last start-up line, logged once the socket is bound
             break
     text = "".join(seen)
     assert f"listening on http://127.0.0.1:{port}" in text

@@ -6,7 +6,13 @@ task; in-flight requests finish. At `SHUTDOWN_GRACE_MS` a line reports what is s
 `SHUTDOWN_FORCE_MS` what remains is cancelled and the process exits 1. A clean drain exits 0. Later signals are
 ignored, as in the old backend. A watchdog thread guarantees the exit even if a cancelled task will not die.
 
-The protocols (`ccsm_core.protocols`) bound what one connection may cost.
+Signals are taken by one thread with sigwaitinfo(2) (SIGTERM and SIGINT are blocked in every other thread, and
+in any child process the service might start): one at a time, in arrival order, with the sender's pid. So
+"shutdown started" is always the first line of a shutdown, and the copy of a signal that a parent such as
+`uv run` forwards to its child (under `make run` the terminal or `kill` reaches both) is logged as what it is.
+
+The protocols (`ccsm_core.protocols`) bound what one connection may cost; a service's start-up lines are logged
+once its socket is bound, so a second `make run` on a busy port never claims to be running.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -51,35 +59,88 @@ HTTP_MAX_CONNECTIONS = 2048
 WS_MAX_CONNECTIONS = 18000
 # Descriptors kept for everything else: the listener, the pools, Redis, lingering refused sockets (LINGER_MAX).
 FD_RESERVE = 512
+HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class GracefulServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, settings: Settings) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        settings: Settings,
+        startup_lines: Sequence[str] = (),
+    ) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.grace_s = settings.shutdown_grace_ms / 1000
         self.force_s = settings.shutdown_force_ms / 1000
+        self.startup_lines = tuple(startup_lines)
         self.drained = True
         self.signalled_at: float | None = None
+        self.first_signal: tuple[int, int | None] | None = None  # (signal, sender pid)
+        self._signal_lock = threading.RLock()  # RLock: a signal handler may interrupt its own thread
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
-        await super().startup(sockets)
+        if self.signalled_at is not None:  # a signal during start-up: the drain begins as soon as it can
+            self.loop.call_soon(self._begin)
+        await super().startup(sockets)  # binds the socket, or logs why not and exits 3
+        if self.started:
+            for line in self.startup_lines:
+                log.info(line)
+
+    # --- signals ------------------------------------------------------------------------------------------------
+
+    def watch_signals(self) -> None:
+        """Block SIGTERM/SIGINT in this thread (and so in every thread started from now on) and take them on one
+        thread. Call before anything starts a thread."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        threading.Thread(target=self._take_signals, name="signals", daemon=True).start()
+
+    def _take_signals(self) -> None:
+        while True:
+            info = signal.sigwaitinfo(HANDLED_SIGNALS)
+            self.on_signal(info.si_signo, info.si_pid)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Deliberately not uvicorn's: no second-signal force quit and no re-raise of the signal after serve().
-        if self.signalled_at is not None:
-            log.info("signal ignored, shutdown already in progress", extra={"signal": signal.Signals(sig).name})
+        # uvicorn's handler, reached only when a signal is not blocked (serve() not called, or a thread that was
+        # running before watch_signals). Deliberately not uvicorn's behaviour: no second-signal force quit, and
+        # no re-raise of the signal after serve().
+        self.on_signal(sig, None)
+
+    def on_signal(self, sig: int, sender: int | None) -> None:
+        name = signal.Signals(sig).name
+        with self._signal_lock:
+            first = self.first_signal is None
+            if first:
+                self.first_signal = (sig, sender)
+                self.signalled_at = time.monotonic()
+        if not first:
+            self._ignored(sig, sender)
             return
-        self.signalled_at = time.monotonic()
-        log.info("shutdown started", extra={"signal": signal.Signals(sig).name})
+        log.info("shutdown started", extra={"signal": name, "senderPid": sender})
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._begin)
         else:
             self.lifecycle.shutting_down = True
         self.should_exit = True
         threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+
+    def _ignored(self, sig: int, sender: int | None) -> None:
+        assert self.first_signal is not None
+        name = signal.Signals(sig).name
+        first_sig, first_sender = self.first_signal
+        parent = os.getppid()
+        if sig == first_sig and parent != 1 and parent in (sender, first_sender):
+            # `uv run` (make run) forwards the signals it receives to its child: the terminal's Ctrl+C or a
+            # `kill` of the process group reaches the service twice, once directly and once from its parent.
+            log.info(
+                f"duplicate {name} ignored: the parent process forwards the signal it received",
+                extra={"signal": name, "senderPid": sender, "parentPid": parent, "parent": process_name(parent)},
+            )
+            return
+        log.info("signal ignored, shutdown already in progress", extra={"signal": name, "senderPid": sender})
 
     def _begin(self) -> None:
         self.lifecycle.begin_shutdown()
@@ -119,6 +180,13 @@ class GracefulServer(uvicorn.Server):
             connection.transport.abort()
         if stuck:
             log.warning("websockets aborted: peers not reading their close frame", extra={"sockets": len(stuck)})
+
+
+def process_name(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
 
 
 def connection_limit(settings: Settings, ws: bool) -> int:
@@ -168,7 +236,8 @@ def serve(app: Starlette, settings: Settings, ws: bool = False) -> int:
     """Serve until a signal; returns the process exit code (0 clean drain, 1 forced, 3 start-up failure)."""
     lifecycle: Lifecycle = app.state.lifecycle
     config = uvicorn_config(app, settings, ws)
-    server = GracefulServer(config, lifecycle, settings)
+    server = GracefulServer(config, lifecycle, settings, getattr(app.state, "startup_lines", ()))
+    server.watch_signals()
     try:
         server.run()
     except SystemExit as exc:

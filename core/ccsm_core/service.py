@@ -157,8 +157,6 @@ def build_app(
                 state.update(await stack.enter_async_context(resource(settings, lc, state)))
             if settings.use_helmet:
                 log.info("[security] Helmet enabled (USE_HELMET=true).")
-            for line in startup_lines:
-                log.info(line)
             yield state
             log.info("closing resources")
         finally:
@@ -177,6 +175,7 @@ def build_app(
     app.router.redirect_slashes = False  # contract-core §1.3: no 307 on a trailing slash
     app.state.lifecycle = lc
     app.state.settings = settings
+    app.state.startup_lines = tuple(startup_lines)  # logged by the server once its socket is bound (issue 16)
     return app
 
 

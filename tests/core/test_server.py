@@ -1,17 +1,25 @@
-"""Graceful shutdown of a real uvicorn process (runbook §8, contract-core §8.5)."""
+"""Graceful shutdown of a real uvicorn process (runbook §8, contract-core §8.5), its signals, its start-up lines."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
+import re
+import shutil
 import signal
+import subprocess
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from ccsm_core.settings import Settings
-from tests.harness import ROOT, ServiceProcess
+from tests.harness import ROOT, LineReader, ServiceProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +116,117 @@ def test_an_idle_service_exits_0_promptly_on_sigint(settings: Settings) -> None:
     proc = start(settings, grace_ms=5000, force_ms=10000)
     proc.signal(signal.SIGINT)
     assert proc.wait_exit(10) == 0
+
+
+# --- start-up lines (issue 16) -------------------------------------------------------------------------------
+
+
+def test_the_start_up_line_comes_once_the_socket_is_bound_and_never_from_a_process_that_could_not_bind(
+    settings: Settings,
+) -> None:
+    first = ServiceProcess("ccsm_api", settings).wait_started()
+    try:
+        first.wait_for_line("API HTTP server running on port")
+        second = ServiceProcess("ccsm_api", settings, port=first.port)  # a second `make run` on a busy port
+        assert second.wait_exit(30) == 3
+    finally:
+        first.stop()
+    messages = [e.get("msg", "") for e in first.log_events()]
+    running = messages.index(f"API HTTP server running on port {first.port}")
+    assert messages.index(next(m for m in messages if m.startswith("Uvicorn running on"))) < running
+    text = "\n".join(second.lines)
+    assert "address already in use" in text
+    assert "running on port" not in text  # before: "API HTTP server running on port ...", then exit 3
+
+
+# --- signals under `uv run` (make run; issue 16) -----------------------------------------------------------
+
+
+def uv_binary() -> str:
+    found = os.environ.get("UV") or shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+    assert Path(found).is_file(), "uv is missing: `make test` installs it (make uv)"
+    return found
+
+
+@dataclass
+class UvRun:
+    proc: subprocess.Popen[str]  # uv
+    output: LineReader
+    port: int
+
+    def service_pid(self) -> int:
+        match = re.search(r"Started server process \[(\d+)\]", self.output.wait_for("Started server process"))
+        assert match is not None
+        return int(match[1])
+
+
+@contextlib.contextmanager
+def under_uv_run(settings: Settings) -> Iterator[UvRun]:
+    """The slow service as `make run` starts a service: `uv run python -m ...`, in its own process group."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "JWT_", "REDIS_"))}
+    env.update(settings.to_env())
+    port = free_port()
+    env.update({"PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})
+    env.update({"PYTHONPATH": str(ROOT), "SHUTDOWN_GRACE_MS": "10000", "SHUTDOWN_FORCE_MS": "20000"})
+    proc = subprocess.Popen(
+        [uv_binary(), "run", "--frozen", "--no-sync", "python", "-m", "tests.core.slow_service"],
+        cwd=str(ROOT / "tests"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = LineReader(proc, "uv run slow_service")
+    try:
+        output.wait_for("slow service up", 60)
+        yield UvRun(proc, output, port)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        output.close()
+
+
+def signal_lines(output: LineReader) -> list[dict[str, Any]]:
+    events = []
+    for line in output.lines:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            event = orjson.loads(line)
+            if "signal" in event:
+                events.append(event)
+    return events
+
+
+def test_one_sigterm_to_make_runs_process_group_starts_one_shutdown_and_names_the_forwarded_copy(
+    settings: Settings,
+) -> None:
+    with under_uv_run(settings) as run:
+        os.killpg(run.proc.pid, signal.SIGTERM)  # what the terminal's Ctrl+C or `kill -- -PGID` does
+        assert run.proc.wait(30) == 0
+        run.output.close()
+    output = run.output
+    events = signal_lines(output)
+    assert events[0]["msg"] == "shutdown started"  # before: sometimes after "signal ignored ..."
+    # The copy uv forwards (when it arrives as a separate signal) is named for what it is.
+    assert all(
+        e["msg"] == "duplicate SIGTERM ignored: the parent process forwards the signal it received" for e in events[1:]
+    )
+    assert all(e["parent"] == "uv" for e in events[1:])
+    assert not [line for line in output.lines if "signal ignored, shutdown already in progress" in line]
+
+
+def test_a_signal_forwarded_by_uv_after_the_shutdown_began_is_logged_as_a_duplicate(settings: Settings) -> None:
+    with under_uv_run(settings) as run:
+        thread, result = request_in_thread(run.port, "/slow?ms=3000")
+        run.output.wait_for("slow request started")
+        os.kill(run.service_pid(), signal.SIGTERM)  # the direct one
+        run.output.wait_for("shutdown started")
+        os.kill(run.proc.pid, signal.SIGTERM)  # uv's copy, forwarded to its child
+        line = run.output.wait_for("duplicate SIGTERM ignored")
+        thread.join(20)
+        assert run.proc.wait(30) == 0
+    event = orjson.loads(line)
+    assert (event["parent"], event["senderPid"], event["parentPid"]) == ("uv", run.proc.pid, run.proc.pid)
+    assert result.get("status") == 200  # the drain went on
+    assert "signal ignored, shutdown already in progress" not in "\n".join(run.output.lines)
