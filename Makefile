@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 .DEFAULT_GOAL := help
 
-.PHONY: help run test check lint typecheck pytest sync migrate seed audit rotate-short-authcodes up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-deps uv lint-deploy system-deps
+.PHONY: help run test check lint typecheck pytest sync migrate seed audit rotate-short-authcodes up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-limits bench-deps uv lint-deploy system-deps
 
 help:  ## list the targets and what each does
 	@awk -F':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ bench-resync: sync  ## the db-changed resync storm: N desktops x 14 bootstrap fe
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/resync_storm.py
 
 bench: bench-api bench-resync bench-login bench-ws  ## every benchmark, one after the other
+
+bench-limits: sync  ## the review's header attacks (64 MiB header, 3,000 slowloris...) on one api process: answers, hold times, RSS
+	@flock /tmp/ccsm-bench.lock $(RUN) python bench/http_limits.py $(BENCH_ARGS)
 
 bench-api: sync bench-deps  ## req/s and p99 of bootstrap, items and task-categories vs a bare Starlette endpoint
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/api_throughput.py
