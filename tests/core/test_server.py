@@ -179,7 +179,7 @@ def under_uv_run(settings: Settings) -> Iterator[UvRun]:
     )
     output = LineReader(proc, "uv run slow_service")
     try:
-        output.wait_for("slow service up", 60)
+        output.wait_for("Uvicorn running on", 60)  # the socket is bound
         yield UvRun(proc, output, port)
     finally:
         if proc.poll() is None:
