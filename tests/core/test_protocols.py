@@ -346,7 +346,7 @@ def test_the_websocket_protocol_stays_uvicorns_own_class_for_the_gateways_broadc
     loop = asyncio.new_event_loop()
     try:
         http_protocol = HttpProtocol(config, ServerState(), {}, _loop=loop)
-        proto = http_protocol.ws_protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        proto = http_protocol.ws_protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)  # type: ignore[call-arg]
     finally:
         loop.close()
     assert type(proto) is WebSocketsSansIOProtocol
