@@ -51,6 +51,7 @@ LINGER_S = 2.0
 LINGER_BYTES = 1024 * 1024
 LINGER_MAX = 256
 SUMMARY_S = 10.0
+TIMER_RESOLUTION_S = 0.001
 RETRY_AFTER = ((b"retry-after", b"1"),)
 
 
@@ -115,7 +116,8 @@ class ConnectionGuard:
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         self._sweep_timer = None
-        deadline = loop.time() - self.head_timeout_s
+        # uvloop's timers have millisecond resolution: one may fire a fraction of a millisecond early.
+        deadline = loop.time() - self.head_timeout_s + TIMER_RESOLUTION_S
         expired = []
         for protocol, started in self.pending.items():
             if started > deadline:
