@@ -96,10 +96,10 @@ class Held:
 
 
 async def hold(port: int, first: bytes, drip: bytes | None, deadline_s: float) -> Held:
-    """Connect, send `first`, then `drip` once a second (slowloris) or nothing; how long until the server
-    closed, and what it said."""
-    started = time.monotonic()
+    """Connect, send `first`, then `drip` once a second (slowloris) or nothing; how long from the connection
+    until the server closed it, and what it said."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
     writer.write(first)
     answer = b""
     still_open = False

@@ -158,7 +158,8 @@ def test_3000_slowloris_connections_are_closed_within_the_header_timeout(service
     assert statuses.count(503) >= 3000 - HTTP_MAX_CONNECTIONS
     assert set(statuses) == {408, 503}
     assert max(h.held_s for h in results) <= HEADER_TIMEOUT_S + 2  # client-side clock; before: held over 90 s
-    assert all(h.held_s < 2 for h, s in zip(results, statuses, strict=True) if s == 503)
+    # at once: nowhere near the header timeout (the client's own clock, 3,000 sockets on a shared machine)
+    assert all(h.held_s < HEADER_TIMEOUT_S / 2 for h, s in zip(results, statuses, strict=True) if s == 503)
     assert memory.peak_mib() - base < 64, (base, memory.peak_mib())
     assert exchange(address(service), HEAD + b"\r\n").status == 200
 
