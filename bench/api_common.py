@@ -77,25 +77,36 @@ def db_commands(settings: Settings) -> dict[str, int]:
     return {"select": int(row[0]), "update": int(row[1]), "other": int(row[2])}
 
 
-def token(settings: Settings, user_id: int, role: int, login: str) -> str:
+def token(settings: Settings, user_id: int, role: int, login: str, desktop: bool = False) -> str:
+    """A token as the auth service issues it: `desktop` for an auth-code login's (valid on /api/desktop/* only)."""
+    del desktop  # tokens carry no desktop scope yet
     return TokenService(settings.jwt_secret).issue(user_id, role, login)
 
 
 class Server:
     """A server process on a free port, started with `settings`' environment; ready at uvicorn's start line."""
 
-    def __init__(self, args: list[str], settings: Settings, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        settings: Settings,
+        extra_env: dict[str, str] | None = None,
+        root: Path = ROOT,
+    ) -> None:
+        """`root` is the checkout whose code runs (another commit's worktree for a baseline): its packages come
+        first on the path, ahead of this checkout's editable installs."""
         self.port = harness.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "JWT_", "REDIS_"))}
         env.update(harness.settings_env(settings))
         env.update({"PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})
         env.update(extra_env or {})
-        env["PYTHONPATH"] = str(ROOT)
+        packages = [root / "core", root / "services" / "api", root / "services" / "auth", root]
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in packages)
         # The server's log goes to a file, not through a pipe this process would have to drain: a reader thread
         # here would compete with the load generator for the GIL on every access-log line.
         self.log = tempfile.NamedTemporaryFile(prefix="ccsm-bench-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=str(ROOT / "tests"), env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, *args], cwd=str(root / "tests"), env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 30
         while b"running on http" not in Path(self.log.name).read_bytes().lower():

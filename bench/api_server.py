@@ -1,12 +1,5 @@
-"""The api service exactly as `python -m ccsm_api` runs it; `--uncached` turns the bootstrap cache (and its
-single flight) off, which is the old backend's behaviour: one full database pass per request."""
-
-import sys
-
-import ccsm_api.bootstrap as bootstrap
-
-if "--uncached" in sys.argv:
-    bootstrap.DEFAULT_ENABLED = False
+"""The api service exactly as `python -m ccsm_api` runs it (the benchmarks turn its caches off with the
+environment, `RESPONSE_CACHE=false`, as an operator would)."""
 
 from ccsm_api.app import create_app
 from ccsm_core.routing import API

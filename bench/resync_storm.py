@@ -5,7 +5,7 @@ concurrent `GET /api/desktop/bootstrap` requests (what `initializeLocalDb` does 
 
 For N = 50 and 200 (override with BENCH_DESKTOPS=50,200) the same storm runs against the api service twice, as
 real processes one after the other on a fresh seeded database: with the bootstrap cache (the product), and with
-it disabled (`bench/api_server.py --uncached`: every request does its own 14-query pass, as the old backend did).
+it disabled (`RESPONSE_CACHE=false`: every request does its own 14-query pass, as the old backend did).
 Every desktop holds 14 warm keep-alive connections (the Electron client's agent keeps them); the clock starts when
 the write's response has arrived and stops when the last desktop has all 14 payloads. Each payload is checked to
 contain the write (never stale). Database statements are MariaDB's own counters for the benchmark's private
@@ -78,9 +78,10 @@ async def storm(server: Server, settings: Settings, desktops: int, flag: int) ->
 
 
 def measure(settings: Settings, uncached: bool) -> dict[int, dict[str, float]]:
-    args = ["bench/api_server.py", "--uncached"] if uncached else ["bench/api_server.py"]
     server = Server(
-        [str(Path(__file__).resolve().parent.parent / a) if a.endswith(".py") else a for a in args], settings
+        [str(Path(__file__).resolve().parent / "api_server.py")],
+        settings,
+        {"RESPONSE_CACHE": "false"} if uncached else None,
     )
     results: dict[int, dict[str, float]] = {}
     try:

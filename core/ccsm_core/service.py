@@ -32,6 +32,7 @@ from ccsm_core.guard import Guard, RevocationListener, UserStateCache
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.lifecycle import Lifecycle
 from ccsm_core.metrics import Metrics, flushing
+from ccsm_core.response_cache import PER_USER, UNCACHED, Caller, DataVersion, ResponseCache, cached
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import TokenService
 
@@ -51,8 +52,16 @@ class ServiceSpec:
     ready_checks: frozenset[str] = frozenset()  # names of the checks /ready runs ("db", "redis")
 
 
-def route(path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",)) -> Route:
-    """A route matched like Express 4 (contract-core §1.3): case-insensitive, with an optional trailing slash."""
+def route(
+    path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",), cache: Caller = PER_USER
+) -> Route:
+    """A route matched like Express 4 (contract-core §1.3): case-insensitive, with an optional trailing slash.
+
+    A GET route is served through the response cache (`response_cache`) when its service has one; `cache` says
+    what of the caller its answer depends on: `PER_USER` unless declared otherwise, `PER_ROLE` for an answer that
+    is the same for every caller it admits, `UNCACHED` for a public route or one with a cache of its own."""
+    if "GET" in methods:
+        endpoint = cached(endpoint, cache)
     r = Route(path, endpoint, methods=list(methods))
     pattern = r.path_regex.pattern
     assert pattern.endswith("$")
@@ -61,7 +70,7 @@ def route(path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GE
 
 
 def ops_routes() -> list[BaseRoute]:
-    return [route("/health", ops.health), route("/ready", ops.ready)]
+    return [route("/health", ops.health, cache=UNCACHED), route("/ready", ops.ready, cache=UNCACHED)]
 
 
 # --- shared resources ------------------------------------------------------------------------------------------
@@ -118,6 +127,16 @@ async def guard(settings: Settings, lifecycle: Lifecycle, state: State) -> Async
             "proxies": TrustedProxies(settings.trusted_proxies),
             "revocations": listener,
         }
+
+
+@asynccontextmanager
+async def response_cache(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
+    """The data version (moved by every commit, needs `db` and `keyspace`) and the response cache keyed by it."""
+    version = DataVersion(state["keyspace"])
+    db: Database = state["db"]
+    db.on_commit(version.on_commit)
+    responses = ResponseCache(version, settings.response_cache, settings.response_cache_max_bytes)
+    yield {"data_version": version, "responses": responses}
 
 
 # --- assembly ---------------------------------------------------------------------------------------------------

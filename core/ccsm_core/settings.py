@@ -317,6 +317,17 @@ class Settings:
     jira_email: str = setting("", "JIRA_EMAIL", TEXT, "Jira account e-mail")
     jira_api_token: str = setting("", "JIRA_API_TOKEN", SECRET, "Jira API token", secret=True)
 
+    response_cache: bool = setting(
+        True,
+        "RESPONSE_CACHE",
+        FLAG,
+        "serve repeated GETs (and the desktop bootstrap) from memory while the data version is unchanged; `false`"
+        " reads the database on every request (for when stale data is suspected)",
+    )
+    response_cache_max_bytes: int = setting(
+        32 * 1024 * 1024, "RESPONSE_CACHE_MAX_BYTES", BYTES, "memory bound of the response cache, per process"
+    )
+
     log_level: str = setting("info", "LOG_LEVEL", LOWER, "`debug`, `info`, `warning`, `error` or `critical`")
     access_log: bool = setting(True, "ACCESS_LOG", FLAG, "one JSON access line per request")
     metrics_namespace: str = setting(
@@ -417,6 +428,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("JWT_EXPIRES_IN must be a positive duration")
     if s.db_pool_size < 1:
         raise ConfigError("DB_POOL_SIZE must be at least 1")
+    if s.response_cache_max_bytes < 0:
+        raise ConfigError("RESPONSE_CACHE_MAX_BYTES must not be negative")
     if s.body_limit_bytes < 1:
         raise ConfigError("BODY_LIMIT_BYTES must be at least 1")
     if s.metrics_interval_s < 0.1:

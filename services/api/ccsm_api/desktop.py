@@ -28,6 +28,7 @@ from ccsm_core.db import Database
 from ccsm_core.errors import ApiError
 from ccsm_core.guard import STAFF, Principal
 from ccsm_core.params import js_number, normalize_string, positive_int, query_value
+from ccsm_core.response_cache import PER_ROLE, UNCACHED
 from ccsm_core.service import route
 
 from . import bootstrap
@@ -404,13 +405,13 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def routes() -> list[BaseRoute]:
     p = "/api/desktop"
     return [
-        route(f"{p}/bootstrap", get_bootstrap, ["GET"]),
-        route(f"{p}/project-task-data", project_task_data, ["GET"]),
+        route(f"{p}/bootstrap", get_bootstrap, ["GET"], cache=UNCACHED),  # a cache of its own (bootstrap.py)
+        route(f"{p}/project-task-data", project_task_data, ["GET"], cache=PER_ROLE),
         route(f"{p}/task-data", save_task_data, ["POST"]),
         route(f"{p}/available-tasks", available_tasks, ["GET"]),
-        route(f"{p}/project-items", project_items, ["GET"]),
-        route(f"{p}/item-tracking-tasks", item_tracking_tasks, ["GET"]),
-        route(f"{p}/item-status-rule", item_status_rule, ["GET"]),
+        route(f"{p}/project-items", project_items, ["GET"], cache=PER_ROLE),
+        route(f"{p}/item-tracking-tasks", item_tracking_tasks, ["GET"], cache=PER_ROLE),
+        route(f"{p}/item-status-rule", item_status_rule, ["GET"], cache=PER_ROLE),
         route(f"{p}/item-status", set_item_status, ["POST"]),
         route(f"{p}/unfinished-tasks", unfinished_tasks, ["GET"]),
         route(f"{p}/assignments", assignments, ["GET"]),
@@ -420,7 +421,7 @@ def routes() -> list[BaseRoute]:
         route(f"{p}/activities/start-unallocated", start_unallocated, ["POST"]),
         route(f"{p}/activities/start-task", start_task, ["POST"]),
         route(f"{p}/activities/complete", complete, ["POST"]),
-        route(f"{p}/{{rest:path}}", not_found, ALL_METHODS),
+        route(f"{p}/{{rest:path}}", not_found, ALL_METHODS, cache=UNCACHED),
     ]
 
 

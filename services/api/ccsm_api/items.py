@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from ccsm_api import inputs
 from ccsm_api.inputs import SqlNumber
-from ccsm_core.codec import dumps, json_response, read_object
+from ccsm_core.codec import json_response, read_object
 from ccsm_core.db import Database, Row
 from ccsm_core.errors import ApiError
 from ccsm_core.guard import STAFF, Principal
@@ -66,13 +66,7 @@ async def status_summary(request: Request) -> Response:
 async def list_items(request: Request) -> Response:
     await request.state.guard.require(request, STAFF)
     project_id = inputs.truthy_number(query_value(request, "projectId"), "projectId is required")
-    db: Database = request.state.db
-
-    async def build() -> bytes:
-        return dumps(await select_items(db, project_id))
-
-    body = await request.state.bootstrap.cached(("items", repr(project_id)), build)
-    return Response(body, media_type="application/json")
+    return json_response(await select_items(request.state.db, project_id))
 
 
 async def create_items(request: Request) -> Response:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ccsm_api import inputs
-from ccsm_core.codec import dumps, json_response, read_object
+from ccsm_core.codec import json_response, read_object
 from ccsm_core.db import Database, Row
 from ccsm_core.errors import ApiError
 from ccsm_core.params import query_value
@@ -106,12 +106,7 @@ async def create_definition(request: Request) -> Response:
 
 async def task_categories(request: Request) -> Response:
     await request.state.guard.require(request, None)
-    db: Database = request.state.db
-
-    async def build() -> bytes:
-        return dumps(await select_task_categories(db))
-
-    return Response(await request.state.bootstrap.cached("task-categories", build), media_type="application/json")
+    return json_response(await select_task_categories(request.state.db))
 
 
 async def select_task_categories(db: Database) -> list[Row]:

@@ -32,6 +32,7 @@ from ccsm_core.db import Database
 from ccsm_core.errors import ApiError
 from ccsm_core.guard import STAFF
 from ccsm_core.params import js_number, normalize_string, positive_int
+from ccsm_core.response_cache import PER_ROLE
 from ccsm_core.service import route
 
 from .task_values import TASK_DATA_COLUMNS, VALUE_COLUMNS, normalize_type, parse_value, required_flag
@@ -522,10 +523,10 @@ async def update_project(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     return [
-        route("/api/projects", list_projects, ["GET"]),
+        route("/api/projects", list_projects, ["GET"], cache=PER_ROLE),
         route("/api/projects", create_project, ["POST"]),
         route("/api/projects/{id}/jira", set_jira, ["PUT"]),
-        route("/api/projects/{id}", get_project, ["GET"]),
+        route("/api/projects/{id}", get_project, ["GET"], cache=PER_ROLE),
         route("/api/projects/{id}", update_project, ["PUT"]),
     ]
 
