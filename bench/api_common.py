@@ -92,21 +92,21 @@ class Server:
         settings: Settings,
         extra_env: dict[str, str] | None = None,
         root: Path = ROOT,
+        python: str = sys.executable,
     ) -> None:
-        """`root` is the checkout whose code runs (another commit's worktree for a baseline): its packages come
-        first on the path, ahead of this checkout's editable installs."""
+        """`root` is the checkout whose code runs (another commit's worktree for a baseline), with `python` (that
+        checkout's own environment)."""
         self.port = harness.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "JWT_", "REDIS_"))}
         env.update(harness.settings_env(settings))
         env.update({"PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "info"})
         env.update(extra_env or {})
-        packages = [root / "core", root / "services" / "api", root / "services" / "auth", root]
-        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in packages)
+        env["PYTHONPATH"] = str(root)
         # The server's log goes to a file, not through a pipe this process would have to drain: a reader thread
         # here would compete with the load generator for the GIL on every access-log line.
         self.log = tempfile.NamedTemporaryFile(prefix="ccsm-bench-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=str(root / "tests"), env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [python, *args], cwd=str(root / "tests"), env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 30
         while b"running on http" not in Path(self.log.name).read_bytes().lower():

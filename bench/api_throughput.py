@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ BASE_REF = os.environ.get("BASE_REF", "main")
 ONLY = os.environ.get("BENCH_ONLY", "")  # a substring: measure only the matching endpoints (when profiling)
 EXTRA_ENV = {"ACCESS_LOG": os.environ.get("BENCH_ACCESS_LOG", "true")}
 PAIR_CONNECTIONS = 32
+UV = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
 
 READ_GOAL, UNCACHED_GOAL, WRITE_GOAL = 3.0, 1.5, 2.0
 # (path, desktop token?, ours/old req/s in the issue's run: what "needed from today" was derived from)
@@ -175,13 +177,16 @@ def our_tokens(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
 
 @contextlib.contextmanager
 def base_worktree(ref: str) -> Iterator[tuple[Path, str]]:
-    """`ref` checked out (detached) in a temporary worktree of this repository, removed afterwards."""
+    """`ref` checked out (detached) in a temporary worktree of this repository with its own environment from its
+    own lock file (uv's cache makes that quick), removed afterwards."""
     commit = subprocess.run(
         ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     path = Path(tempfile.mkdtemp(prefix="ccsm-bench-base-"))
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(path), commit], cwd=ROOT, check=True)
     try:
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"UV_PYTHON": "3.11"}
+        subprocess.run([UV, "sync", "--frozen", "--quiet"], cwd=path, check=True, env=env)
         yield path, commit
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
@@ -269,7 +274,8 @@ def main() -> None:
             baseline = f"the old backend at {OLD_URL}"
         else:
             root, commit = stack.enter_context(base_worktree(BASE_REF))
-            proc = Server([str(root / "bench" / "api_server.py")], settings, EXTRA_ENV, root=root)
+            base_python = str(root / ".venv" / "bin" / "python")
+            proc = Server([str(root / "bench" / "api_server.py")], settings, EXTRA_ENV, root=root, python=base_python)
             stack.callback(proc.stop)
             base = Side("base", f"http://127.0.0.1:{proc.port}", web, desktop)
             baseline = f"{BASE_REF} at {commit[:12]} (git worktree, port {proc.port}, same database)"
