@@ -83,6 +83,12 @@ def token(settings: Settings, user_id: int, role: int, login: str, desktop: bool
     return TokenService(settings.jwt_secret).issue(user_id, role, login)
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time process `pid` has used so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A server process on a free port, started with `settings`' environment; ready at uvicorn's start line."""
 
@@ -116,9 +122,7 @@ class Server:
             time.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        """user + system CPU time the server process has used so far (/proc/<pid>/stat, clock ticks)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

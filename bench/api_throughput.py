@@ -4,11 +4,12 @@
     flock /tmp/ccsm-bench.lock uv run --frozen --no-sync python bench/api_throughput.py     (or: make bench-api)
     OLD_URL=http://127.0.0.1:4100 make bench-api       # against the old Node backend, run by hand beside us
     BASE_REF=<commit> make bench-api                    # against another commit (default: main's HEAD)
+    BASE_REF=<commit> BASE_ENV="RESPONSE_CACHE=false" make bench-api    # that commit configured otherwise
 
 The baseline is the old backend at `OLD_URL` when it is set (its tokens come from its own logins:
 `OLD_USERNAME`/`OLD_PASSWORD`, default the seed's admin, and the auth code `OLD_AUTHCODE`, default 555, for
-`/api/desktop/*`); otherwise it is `BASE_REF` (default `main`), checked out in a temporary `git worktree` and
-started beside us on the same database. Ours runs twice, as `python -m ccsm_api` does, with the production
+`/api/desktop/*`; `OLD_PID`, its process id, adds its CPU time per request to the table); otherwise it is
+`BASE_REF` (default `main`), checked out in a temporary `git worktree` and started beside us on the same database. Ours runs twice, as `python -m ccsm_api` does, with the production
 defaults (access log on): with the response cache, and with `RESPONSE_CACHE=false`. All three are real processes
 on a fresh seeded database (the old backend over its own copy of the same seed); each endpoint is measured on
 the three in turn (interleaved, so a noisy neighbour hurts all three alike) with `wrk -t2 -c32 -d<BENCH_SECONDS>s
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import re
 import shutil
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +42,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_common import ROOT, Conn, Server, bench_database, now, pct, run, token
+from api_common import ROOT, Conn, Server, bench_database, cpu_seconds, now, pct, run, token
 
 from ccsm_core.settings import Settings
 
@@ -50,6 +52,7 @@ OLD_URL = os.environ.get("OLD_URL", "").rstrip("/")
 BASE_REF = os.environ.get("BASE_REF", "main")
 ONLY = os.environ.get("BENCH_ONLY", "")  # a substring: measure only the matching endpoints (when profiling)
 EXTRA_ENV = {"ACCESS_LOG": os.environ.get("BENCH_ACCESS_LOG", "true")}
+BASE_ENV = dict(item.split("=", 1) for item in os.environ.get("BASE_ENV", "").split() if "=" in item)
 PAIR_CONNECTIONS = 32
 UV = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
 
@@ -88,12 +91,23 @@ class Side:
     url: str
     web: dict[str, str]
     desktop: dict[str, str]
+    pid: int | None = None
 
 
 @dataclass
 class Figure:
     rps: float
     p99_ms: float
+    cpu_us: float = float("nan")  # server CPU time per request (per pair for the write pair): robust to load
+
+
+def timed(side: Side, measure: Callable[[], Figure], seconds: float) -> Figure:
+    """`measure()` with the server's CPU time per request (or pair) over it, when its process is known."""
+    before = cpu_seconds(side.pid) if side.pid else 0.0
+    figure = measure()
+    if side.pid:
+        figure.cpu_us = (cpu_seconds(side.pid) - before) * 1e6 / max(1.0, figure.rps * seconds)
+    return figure
 
 
 def wrk(url: str, headers: dict[str, str]) -> Figure:
@@ -166,7 +180,8 @@ def old_side() -> Side:
         {"username": os.environ.get("OLD_USERNAME", "admin"), "password": os.environ.get("OLD_PASSWORD", "Admin#2025")},
     )
     desktop = _login(OLD_URL, "/api/desktop/login-authcode", {"code": os.environ.get("OLD_AUTHCODE", "555")})
-    return Side("old", OLD_URL, web, desktop)
+    pid = int(os.environ["OLD_PID"]) if os.environ.get("OLD_PID") else None
+    return Side("old", OLD_URL, web, desktop, pid)
 
 
 def our_tokens(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -208,13 +223,14 @@ def measure(sides: list[Side]) -> dict[str, dict[str, Figure]]:
         for path, desktop, _ in chosen:
             row = results.setdefault(path, {})
             for side in sides:
-                got = wrk(f"{side.url}{path}", side.desktop if desktop else side.web)
+                headers = side.desktop if desktop else side.web
+                got = timed(side, functools.partial(wrk, f"{side.url}{path}", headers), SECONDS)
                 if side.name not in row or got.rps > row[side.name].rps:
                     row[side.name] = got
         if ONLY in WRITE_PAIR:
             row = results.setdefault(WRITE_PAIR, {})
             for side in sides:
-                got = write_pairs(side)
+                got = timed(side, functools.partial(write_pairs, side), SECONDS)
                 if side.name not in row or got.rps > row[side.name].rps:
                     row[side.name] = got
     return results
@@ -226,7 +242,7 @@ def report(results: dict[str, dict[str, Figure]], baseline: str) -> None:
     print(f"load average before/after: {_load()}")
     head = (
         f"{'endpoint':<72} {'base r/s':>8} {'p99':>6} {'ours r/s':>8} {'p99':>6} {'ratio':>6} "
-        f"{'nocache':>8} {'p99':>6} {'ratio':>6}  {'needed':>14}"
+        f"{'nocache':>8} {'p99':>6} {'ratio':>6}  {'needed':>14}  {'CPU us/req: base':>16} {'ours':>5} {'nocache':>7}"
     )
     print(head)
     today = {p: r for p, _, r in ENDPOINTS} | {WRITE_PAIR: WRITE_PAIR_TODAY}
@@ -242,9 +258,10 @@ def report(results: dict[str, dict[str, Figure]], baseline: str) -> None:
         print(
             f"{path:<72} {base.rps:>8.0f} {base.p99_ms:>6.1f} {ours.rps:>8.0f} {ours.p99_ms:>6.1f} "
             f"{ours.rps / base.rps:>5.2f}x {off.rps:>8.0f} {off.p99_ms:>6.1f} {off.rps / base.rps:>5.2f}x  "
-            f"{needed:>14}{flag}"
+            f"{needed:>14}  {base.cpu_us:>16.0f} {ours.cpu_us:>5.0f} {off.cpu_us:>7.0f}{flag}"
         )
     print("needed: cached / uncached (RESPONSE_CACHE=false) ratio to the baseline; write pair: pairs/s, p99 per pair")
+    print("CPU us/req: the server process's CPU time per request (per pair), the figure a loaded machine moves least")
     if not against_old:
         print("(against a commit: the goal divided by the issue's ours/old figure for the commit it measured)")
 
@@ -275,14 +292,15 @@ def main() -> None:
         else:
             root, commit = stack.enter_context(base_worktree(BASE_REF))
             base_python = str(root / ".venv" / "bin" / "python")
-            proc = Server([str(root / "bench" / "api_server.py")], settings, EXTRA_ENV, root=root, python=base_python)
+            base_env = {**EXTRA_ENV, **BASE_ENV}
+            proc = Server([str(root / "bench" / "api_server.py")], settings, base_env, root=root, python=base_python)
             stack.callback(proc.stop)
-            base = Side("base", f"http://127.0.0.1:{proc.port}", web, desktop)
-            baseline = f"{BASE_REF} at {commit[:12]} (git worktree, port {proc.port}, same database)"
+            base = Side("base", f"http://127.0.0.1:{proc.port}", web, desktop, proc.proc.pid)
+            baseline = f"{BASE_REF} at {commit[:12]} (git worktree, port {proc.port}, same database) {BASE_ENV or ''}"
         sides = [
-            Side("base", base.url, base.web, base.desktop),
-            Side("ours", f"http://127.0.0.1:{ours.port}", web, desktop),
-            Side("nocache", f"http://127.0.0.1:{off.port}", web, desktop),
+            Side("base", base.url, base.web, base.desktop, base.pid),
+            Side("ours", f"http://127.0.0.1:{ours.port}", web, desktop, ours.proc.pid),
+            Side("nocache", f"http://127.0.0.1:{off.port}", web, desktop, off.proc.pid),
         ]
         results = measure(sides)
     _sample_load()
