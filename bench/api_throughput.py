@@ -9,13 +9,15 @@
 The baseline is the old backend at `OLD_URL` when it is set (its tokens come from its own logins:
 `OLD_USERNAME`/`OLD_PASSWORD`, default the seed's admin, and the auth code `OLD_AUTHCODE`, default 555, for
 `/api/desktop/*`; `OLD_PID`, its process id, adds its CPU time per request to the table); otherwise it is
-`BASE_REF` (default `main`), checked out in a temporary `git worktree` and started beside us on the same database.
-Ours runs twice, as `python -m ccsm_api` does, with the production defaults (access log on): with the response cache, and with `RESPONSE_CACHE=false`. All three are real processes
-on a fresh seeded database (the old backend over its own copy of the same seed); each endpoint is measured on
-the three in turn (interleaved, so a noisy neighbour hurts all three alike) with `wrk -t2 -c32 -d<BENCH_SECONDS>s
---latency`, the issue's set-up, admin token (the desktop token for `/api/desktop/*`). The write pair is
-`POST /api/desktop/activities/start-unallocated` then `.../complete` with a fresh uuid, 32 connections each doing
-pairs back to back for BENCH_SECONDS (a Python client: wrk cannot chain two requests per connection).
+`BASE_REF` (default `main`), checked out in a temporary `git worktree` with its own locked environment and
+started beside us on the same database. Ours runs twice, as `python -m ccsm_api` does, with the production
+defaults (access log on): with the response cache, and with `RESPONSE_CACHE=false`. All three are real
+processes on a fresh seeded database (the old backend over its own copy of the same seed); each endpoint is
+measured on the three in turn (interleaved, so a noisy neighbour hurts all three alike) with `wrk -t2 -c32
+-d<BENCH_SECONDS>s --latency`, the issue's set-up, admin token (the desktop token for `/api/desktop/*`). The
+write pair is `POST /api/desktop/activities/start-unallocated` then `.../complete` with a fresh uuid, 32
+connections each doing pairs back to back for BENCH_SECONDS (a Python client: wrk cannot chain two requests per
+connection). The server CPU time per request is read from /proc for every process whose id is known.
 
 The last column is the goal: 3x the old backend for a cached read, 1.5x for an uncached one, 2x for the write pair.
 Against a commit it is what that commit still needs, from the issue's figures for the commit it measured.
