@@ -2,6 +2,7 @@
 per request before cutting it).
 
     flock /tmp/ccsm-bench.lock uv run --frozen --no-sync python bench/api_profile.py /api/users [RESPONSE_CACHE=false]
+    ... bench/api_profile.py pair          # the desktop's write pair (bench/api_throughput.py) as the load
 
 Prints the functions with the most samples, inclusive and self, from `py-spy record --format raw` (py-spy must be
 on PATH: `pip install py-spy`; it needs ptrace, which root has).
@@ -27,7 +28,8 @@ def main() -> None:
     path = sys.argv[1]
     extra = dict(a.split("=", 1) for a in sys.argv[2:])
     with bench_database() as settings, tempfile.TemporaryDirectory() as tmp:
-        auth = f"Authorization: Bearer {token(settings, 1, 1, 'admin', desktop=path.startswith('/api/desktop'))}"
+        desktop = path.startswith(("/api/desktop", "pair"))
+        auth = f"Authorization: Bearer {token(settings, 1, 1, 'admin', desktop=desktop)}"
         server = Server([str(ROOT / "bench" / "api_server.py")], settings, {"ACCESS_LOG": "true", **extra})
         try:
             url = f"http://127.0.0.1:{server.port}{path}"
@@ -37,11 +39,18 @@ def main() -> None:
                  "-o", str(out), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            wrk = subprocess.run(
-                ["wrk", "-t2", "-c32", f"-d{SECONDS}s", "-H", auth, url], capture_output=True, text=True, check=True
-            )
+            if path == "pair":
+                import api_throughput
+
+                desktop = {"Authorization": auth.split(": ", 1)[1]}
+                side = api_throughput.Side("ours", f"http://127.0.0.1:{server.port}", desktop, desktop)
+                print(f"pairs/s: {api_throughput.write_pairs(side).rps:.0f}")
+            else:
+                wrk = subprocess.run(
+                    ["wrk", "-t2", "-c32", f"-d{SECONDS}s", "-H", auth, url], capture_output=True, text=True, check=True
+                )
+                print(wrk.stdout.splitlines()[-2])
             spy.wait(SECONDS + 30)
-            print(wrk.stdout.splitlines()[-2])
             report(out.read_text())
         finally:
             server.stop()

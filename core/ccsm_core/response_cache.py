@@ -3,8 +3,9 @@
 **Data version.** The version of the data is `(shared, local)`: `local` is bumped synchronously by the database's
 commit hook in this process; `shared` is a Redis counter (`<prefix>bootstrap:version`) that `CommitBarrier` INCRs
 after a request that committed and *before* its response starts, so once a client has seen a write's response
-every api process reads the new version. A cached read first reads the counter (`VersionReader`: one GET shared
-by the requests that arrived before it was sent), then the cache. An entry is served only at the version it was
+every api process reads the new version. A cached read first reads the counter, then the cache. Both commands
+are `Coalesced`: one GET serves the reads that arrived before it was sent, one INCR the commits made before it
+was sent. An entry is served only at the version it was
 built at and while it is younger than `MAX_AGE_S` (a safety net for writers outside this service, such as the old
 backend during the cut-over); if Redis cannot be read the request is served uncached rather than risk stale data.
 
@@ -93,21 +94,21 @@ def caller_key(guard: Guard, request: Request, principal: Principal | None, call
 # --- the data version ---------------------------------------------------------------------------------------------
 
 
-class VersionReader:
-    """Reads the shared version with at most one GET in flight, without ever answering from a GET that was sent
-    before the caller arrived (it could predate a write the caller has already seen): callers that arrive while a
-    GET is in flight wait for the next one, which starts when it returns. A storm of N requests costs about two
-    round trips and a handful of GETs instead of N connections."""
+class Coalesced:
+    """`call()` with at most one in flight, never answering a caller from a call that was sent before it arrived:
+    callers that arrive while one is in flight share the next one, which starts when it returns. For the
+    version's GET this means a read never predates a write the caller has already seen; for its INCR, that the
+    bump follows every commit it stands for. A storm of N callers costs about two round trips and a handful of
+    Redis commands instead of N."""
 
-    def __init__(self, keyspace: Keyspace, key: str) -> None:
-        self.keyspace = keyspace
-        self.key = key
+    def __init__(self, call: Callable[[], Awaitable[int]]) -> None:
+        self.call = call
         self._current: asyncio.Future[int] | None = None
         self._next: asyncio.Future[int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.gets = 0
+        self.calls = 0
 
-    async def read(self) -> int:
+    async def __call__(self) -> int:
         loop = asyncio.get_running_loop()
         if self._current is None:
             self._current = loop.create_future()
@@ -123,10 +124,9 @@ class VersionReader:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, future: asyncio.Future[int]) -> None:
-        self.gets += 1
+        self.calls += 1
         try:
-            raw = await asyncio.wait_for(self.keyspace.client.get(self.key), REDIS_TIMEOUT_S)
-            future.set_result(int(raw or 0))
+            future.set_result(await asyncio.wait_for(self.call(), REDIS_TIMEOUT_S))
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: nobody may be waiting any more
@@ -151,7 +151,8 @@ class DataVersion:
     def __init__(self, keyspace: Keyspace) -> None:
         self.keyspace = keyspace
         self.key = keyspace.key("bootstrap", "version")
-        self.reader = VersionReader(keyspace, self.key)
+        self.reader = Coalesced(self._get)
+        self.bumper = Coalesced(self._incr)  # concurrent commits share one INCR sent after all of them
         self.local = 0
         self._background: set[asyncio.Task[None]] = set()
         self._warned_at = -1e9
@@ -169,9 +170,15 @@ class DataVersion:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    async def _get(self) -> int:
+        return int(await self.keyspace.client.get(self.key) or 0)
+
+    async def _incr(self) -> int:
+        return int(await self.keyspace.client.incr(self.key))
+
     async def publish(self) -> None:
         try:
-            await asyncio.wait_for(self.keyspace.client.incr(self.key), REDIS_TIMEOUT_S)
+            await self.bumper()
         except Exception as exc:
             # The write stands and this process's local version has moved; other processes catch up at MAX_AGE_S.
             log.warning("data version bump failed", extra={"error": type(exc).__name__})
@@ -180,7 +187,7 @@ class DataVersion:
         """The version now, or None when the shared part cannot be read (serve uncached)."""
         local = self.local
         try:
-            shared = await self.reader.read()
+            shared = await self.reader()
         except Exception as exc:
             now = time.monotonic()
             if now - self._warned_at > 10:

@@ -85,13 +85,12 @@ def test_concurrent_misses_share_one_handler_call_and_repeats_cost_none(settings
     async def scenario(cache: ResponseCache) -> tuple[int, set[bytes]]:
         gate = asyncio.Event()
         handler = Counting(gate)
-        waiting = [
-            asyncio.create_task(cache.respond(_request("/r", EMPLOYEE), handler, PER_USER)) for _ in range(50)
-        ]
+        waiting = [asyncio.create_task(cache.respond(_request("/r", EMPLOYEE), handler, PER_USER)) for _ in range(50)]
         await handler.started.wait()
-        while cache.version.reader._current is not None:  # until every waiter has read the version
-            await asyncio.sleep(0)
-        for _ in range(3):  # and reached the flight
+        pending = cache.version.reader._current  # the GET the other 49 wait for
+        if pending is not None:
+            await asyncio.shield(pending)
+        for _ in range(3):  # and they reach the flight
             await asyncio.sleep(0)
         gate.set()
         answers = await asyncio.gather(*waiting)
@@ -164,3 +163,22 @@ def test_without_redis_every_read_calls_the_handler(settings: Settings) -> None:
         return handler.calls
 
     assert _with(settings, scenario, broken) == 3
+
+
+def test_concurrent_commits_share_an_increment_sent_after_each_of_them(settings: Settings) -> None:
+    async def scenario() -> tuple[int, int]:
+        ks = Keyspace(settings)
+        version = DataVersion(ks)
+        try:
+            before = int(await ks.client.get(version.key) or 0)
+            first = asyncio.create_task(version.publish())
+            await asyncio.sleep(0)  # the task runs up to its wait: the first INCR is on its way
+            assert version.bumper._current is not None
+            # committed after that INCR was sent: they must wait for the next one, and share it
+            await asyncio.gather(first, *(version.publish() for _ in range(20)))
+            after = int(await ks.client.get(version.key) or 0)
+            return version.bumper.calls, after - before
+        finally:
+            await ks.close()
+
+    assert asyncio.run(scenario()) == (2, 2)
