@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from ccsm_core import migrations  # noqa: E402
 from ccsm_core.db import connect_sync  # noqa: E402
 from ccsm_core.settings import Settings  # noqa: E402
-from ccsm_core.tokens import TokenService  # noqa: E402
+from ccsm_core.tokens import DESKTOP_SCOPE, TokenService  # noqa: E402
 from tests import harness  # noqa: E402
 
 RUN = secrets.token_hex(4)
@@ -79,8 +79,7 @@ def db_commands(settings: Settings) -> dict[str, int]:
 
 def token(settings: Settings, user_id: int, role: int, login: str, desktop: bool = False) -> str:
     """A token as the auth service issues it: `desktop` for an auth-code login's (valid on /api/desktop/* only)."""
-    del desktop  # tokens carry no desktop scope yet
-    return TokenService(settings.jwt_secret).issue(user_id, role, login)
+    return TokenService(settings.jwt_secret).issue(user_id, role, login, scope=DESKTOP_SCOPE if desktop else None)
 
 
 def cpu_seconds(pid: int) -> float:

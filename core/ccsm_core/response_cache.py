@@ -12,12 +12,9 @@ backend during the cut-over); if Redis cannot be read the request is served unca
 **Key.** `(path, query string, caller)`: the version is checked against the entry. What the caller may see is
 taken from the route's declaration (`service.route(..., cache=...)`), never guessed from the request:
 - `PER_USER` (the default of every GET route): the whole `Principal` the guard answers with, so the user's id,
-  current role and everything else the guard puts in it (such as the token's desktop-only scope) are in the key;
+  current role and everything else the guard puts in it (the token's `scope`: desktop-only tokens) are in the key;
 - `PER_ROLE`, for a handler whose answer is the same for every caller it admits: the principal without its
   identity (`id`, `login`); every other field, the role and the scope included, stays in the key;
-- either way, every claim of the token but its identity and its times (`sub`, `login`, `iat`, `exp`, `kid`) is
-  in the key as well: a scope that only the token carries (the desktop-only tokens of auth-code logins) keeps a
-  desktop token's answers apart from a web token's even where the guard decides on it after the lookup;
 - `UNCACHED`: not served from here (public routes, the bootstrap that has a cache of its own).
 The guard authenticates the request before the lookup (401, a deactivated or revoked user) and the handler runs
 its own role check on a miss; only 200 answers are stored, so a 403 for one key never serves another one.
@@ -49,7 +46,6 @@ from starlette.responses import Response, StreamingResponse
 
 from ccsm_core.guard import Guard, Principal
 from ccsm_core.keyspace import Keyspace
-from ccsm_core.tokens import Claims, TokenError, bearer_token
 
 log = logging.getLogger("ccsm.response_cache")
 
@@ -75,20 +71,13 @@ class Caller(enum.Enum):
 
 PER_USER, PER_ROLE, UNCACHED = Caller.PER_USER, Caller.PER_ROLE, Caller.UNCACHED
 _SHARED_FIELDS = tuple(f.name for f in dataclasses.fields(Principal) if f.name not in ("id", "login"))
-_SCOPE_CLAIMS = tuple(f.name for f in dataclasses.fields(Claims) if f.name not in ("sub", "login", "iat", "exp", "kid"))
 
 
-def caller_key(guard: Guard, request: Request, principal: Principal | None, caller: Caller) -> Hashable:
+def caller_key(principal: Principal | None, caller: Caller) -> Hashable:
     """What the caller may see, as the route declares it (see the module's docstring)."""
-    if principal is None:
-        return None
-    who: Hashable = principal if caller is PER_USER else tuple(getattr(principal, n) for n in _SHARED_FIELDS)
-    token = bearer_token(request.headers.get("authorization"))
-    try:
-        claims = guard.tokens.verify(token) if token is not None else None  # remembered by the guard's check
-    except TokenError:
-        claims = None
-    return (who, None if claims is None else tuple(getattr(claims, n) for n in _SCOPE_CLAIMS))
+    if principal is None or caller is PER_USER:
+        return principal
+    return tuple(getattr(principal, name) for name in _SHARED_FIELDS)
 
 
 # --- the data version ---------------------------------------------------------------------------------------------
@@ -320,7 +309,7 @@ class ResponseCache:
             self.clear()
             self._seen = version
         scope = request.scope
-        key = (scope["path"], scope["query_string"], caller_key(guard, request, principal, caller))
+        key = (scope["path"], scope["query_string"], caller_key(principal, caller))
         entry = self._entries.get(key)
         if entry is not None and entry.version == version and time.monotonic() - entry.built_at < self.max_age_s:
             self._entries.move_to_end(key)

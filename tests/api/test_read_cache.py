@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 
 from ccsm_core.settings import Settings
-from tests.api.work_support import api, auth, execute
+from ccsm_core.tokens import DESKTOP_SCOPE, TokenService
+from tests.api.work_support import api, execute
+from tests.api.work_support import auth as seed_auth
 from tests.harness import running
 
 CUSTOMER = {
@@ -23,7 +25,18 @@ CUSTOMER = {
 # Every read the clients use, with the callers whose answers differ (other users, other roles, a desktop token),
 # each path read by every caller in turn: a key that left out what a handler decides on would hand one caller's
 # answer (or a 200 where it is 403) to the next.
-CALLERS = ("pnair", "mreyes", "admin", "pnair_desktop", "customer", "tbecker")
+CALLERS = ("pnair", "mreyes", "admin", "pnair_desktop", "admin_desktop", "customer", "tbecker")
+
+
+def auth(settings: Settings, who: str) -> dict[str, str]:
+    """The seed users' web tokens, and desktop-scoped ones (what the auth-code login issues) for `*_desktop`."""
+    if who in ("pnair_desktop", "admin_desktop"):
+        user_id, role, login = {"pnair_desktop": (3, 2, "pnair"), "admin_desktop": (1, 1, "admin")}[who]
+        tokens = TokenService(settings.jwt_secret, expires_seconds=3600)
+        return {"Authorization": f"Bearer {tokens.issue(user_id, role, login, scope=DESKTOP_SCOPE)}"}
+    return seed_auth(settings, who)
+
+
 PATHS = (
     "/api/users",
     "/api/users/roles",

@@ -14,7 +14,6 @@ from ccsm_core.guard import Principal
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.response_cache import PER_ROLE, PER_USER, DataVersion, ResponseCache
 from ccsm_core.settings import Settings
-from ccsm_core.tokens import TokenService
 
 
 class FakeGuard:
@@ -22,7 +21,6 @@ class FakeGuard:
 
     def __init__(self, principal: Principal) -> None:
         self.principal = principal
-        self.tokens = TokenService("x" * 32)
 
     async def authenticate(self, request: Request) -> Principal:
         return self.principal
