@@ -172,7 +172,9 @@ class Pool:
             )
         except asyncmy.errors.MySQLError as exc:
             raise _translated(exc) from None
-        except OSError as exc:  # refused, unresolvable, unreachable: CR_CONN_HOST_ERROR, as PyMySQL reports it
+        except (OSError, EOFError, RuntimeError) as exc:
+            # Refused, unresolvable, unreachable, or reset during the handshake (asyncmy then raises a bare
+            # EOFError or "Transport does not expose socket instance"): CR_CONN_HOST_ERROR, as PyMySQL reports it.
             raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server ({type(exc).__name__})") from None
         return Connection(conn)
 

@@ -31,7 +31,12 @@ def test_sigterm_completes_slow_requests_and_closes_websockets_with_1012(setting
     headers = {"Authorization": f"Bearer {token}"}
     with proxy(settings.db_host, settings.db_port) as db:
         s = dataclasses.replace(
-            settings, db_host="127.0.0.1", db_port=db.port, shutdown_grace_ms=GRACE_MS, shutdown_force_ms=GRACE_MS * 2
+            settings,
+            db_host="127.0.0.1",
+            db_port=db.port,
+            shutdown_grace_ms=GRACE_MS,
+            shutdown_force_ms=GRACE_MS * 2,
+            response_cache=False,  # the slow requests must reach the database, not the warm-up's cached answer
         )
         api = ServiceProcess("ccsm_api", s)
         gateway = ServiceProcess("ccsm_gateway", s)
