@@ -23,11 +23,13 @@ __all__ = ["dumps", "iso_utc", "json_response", "loads_body", "read_json", "read
 
 
 def iso_utc(value: dt.datetime | dt.date) -> str:
+    # isoformat is C code, 3x strftime's speed on the hot path (issue 15), and pads years below 1000 to four digits
+    # as `Date.toJSON()` does (strftime's %Y does not).
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT00:00:00.000Z")
+        return value.isoformat(timespec="milliseconds") + "Z"
+    return value.isoformat() + "T00:00:00.000Z"
 
 
 def _default(value: Any) -> Any:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from starlette.testclient import TestClient
 
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import DESKTOP_SCOPE, TokenService
@@ -109,18 +111,27 @@ def test_a_write_through_one_process_is_seen_by_the_next_read_from_another(fresh
             assert name in names, round_
 
 
+def revalidated_until_a_write(
+    client: TestClient, path: str, headers: dict[str, str], write: Callable[[], httpx.Response]
+) -> httpx.Response:
+    """`path` answers 304 to its own ETag (also weak, also in a list) until `write()` commits; the answer after it."""
+    etag = client.get(path, headers=headers).headers["etag"]
+    again = client.get(path, headers={**headers, "If-None-Match": etag})
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    assert client.get(path, headers={**headers, "If-None-Match": f'"x", W/{etag}'}).status_code == 304
+    assert write().status_code == 200
+    after = client.get(path, headers={**headers, "If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.headers["etag"] != etag
+    return after
+
+
 def test_a_cached_answer_is_revalidated_with_its_etag_until_a_write(fresh_db: Settings) -> None:
     headers = auth(fresh_db, "mreyes")
     with api(fresh_db) as client:
-        first = client.get("/api/customers", headers=headers)
-        etag = first.headers["etag"]
-        again = client.get("/api/customers", headers={**headers, "If-None-Match": etag})
-        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
-        assert client.get("/api/customers", headers={**headers, "If-None-Match": f'"x", W/{etag}'}).status_code == 304
-        assert client.put("/api/customers/2", json=CUSTOMER, headers=headers).status_code == 200
-        after = client.get("/api/customers", headers={**headers, "If-None-Match": etag})
-    assert after.status_code == 200
-    assert after.headers["etag"] != etag
+        after = revalidated_until_a_write(
+            client, "/api/customers", headers, lambda: client.put("/api/customers/2", json=CUSTOMER, headers=headers)
+        )
     assert "Frederick County" in [c["name"] for c in after.json()]
 
 
