@@ -62,7 +62,7 @@ bench: bench-api bench-resync bench-login bench-ws  ## every benchmark, one afte
 bench-limits: sync  ## the review's header attacks (64 MiB header, 3,000 slowloris...) on one api process: answers, hold times, RSS
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/http_limits.py $(BENCH_ARGS)
 
-bench-api: sync bench-deps  ## req/s and p99 of bootstrap, items and task-categories vs a bare Starlette endpoint
+bench-api: sync bench-deps  ## every read endpoint and the desktop write pair vs the old backend (OLD_URL) or a commit (BASE_REF), cache on and off
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/api_throughput.py
 
 bench-ws: sync  ## ws-gateway: RSS per idle socket, fan-out p50/p99 at 1k and 15k, reconnect storm, vs bare websockets
