@@ -84,6 +84,28 @@ def test_project_details_match_the_recorded_responses_for_every_seed_project(fre
         replay(client, fresh_db, "GET /api/projects/:id", 3)
 
 
+def _task_order(body: dict[str, Any]) -> list[tuple[int, list[int]]]:
+    return [(t["taskId"], t["rolesId"]) for t in body["tasks"]]
+
+
+def test_tasks_and_their_roles_come_in_the_old_backends_index_order(fresh_db: Settings) -> None:
+    # Project 2's rows in id order are (6: 5), (34: 5), (7: 5), (7: 1); the old backend read them through the
+    # (project_id, role_id) index, i.e. in (role_id, id) order, and recorded 7 [1, 5], 6, 34.
+    recorded = call("GET /api/projects/:id", 1)
+    assert recorded["url"] == "/api/projects/2"
+    # Project 3 gets rows whose id order (27, 8, 6) differs from their (role_id, id) order (27, 6, 8).
+    execute(
+        fresh_db,
+        "INSERT INTO project_task_roles (id, project_id, task_id, role_id) VALUES (20, 3, 8, 5), (21, 3, 6, 1), "
+        "(22, 3, 8, 1)",
+    )
+    with api(fresh_db) as client:
+        two = client.get("/api/projects/2", headers=auth(fresh_db, "admin")).json()
+        three = client.get("/api/projects/3", headers=auth(fresh_db, "admin")).json()
+    assert _task_order(two) == _task_order(recorded["response"]) == [(7, [1, 5]), (6, [5]), (34, [5])]
+    assert _task_order(three) == [(27, [1, 5]), (6, [1]), (8, [1, 5])]
+
+
 def test_project_details_name_each_status_by_its_id(fresh_db: Settings) -> None:
     with api(fresh_db) as client:
         body = client.get("/api/projects/3", headers=auth(fresh_db, "admin")).json()

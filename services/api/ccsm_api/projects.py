@@ -547,11 +547,15 @@ PROJECT_SQL = """
 SELECT id, name, type_code, item_id, unit_id, project_status_id, customer_id, is_jira FROM projects WHERE id = %s
 """
 TEAM_SQL = "SELECT user_id AS userId, project_role_id AS roleId FROM project_users WHERE project_id = %s ORDER BY id"
+# The old query had no ORDER BY and was served by the `(project_id, role_id)` index (idx_ptr_project_role), whose
+# entries end with the primary key: rows in (role_id, id) order. Tasks are listed in the order of their first row
+# and each task's rolesId in row order; the web form shows them so and saves rolesId back so (issue 16). Only a
+# project holding most of the table (the seed's project 1) was read by a full scan instead, in id order.
 TASK_ROLES_SQL = """
 SELECT ptr.task_id AS taskId, ptr.role_id AS roleId, t.description AS taskTitle, t.category_id AS categoryId
 FROM project_task_roles ptr JOIN tasks t ON t.id = ptr.task_id
 WHERE ptr.project_id = %s
-ORDER BY ptr.id
+ORDER BY ptr.role_id, ptr.id
 """
 PROJECT_TASKS_SQL = """
 SELECT pt.id, pt.task_id, t.description AS taskTitle, t.category_id AS categoryId
