@@ -5,12 +5,17 @@
 - DATE: local midnight of that day, i.e. `YYYY-MM-DDT00:00:00.000Z`.
 - DECIMAL: a string (mysql2's `decimalNumbers: false`), e.g. `"2.50"`.
 - TIME: `HH:MM:SS` (mysql2 returns TIME columns as strings).
+
+Instants sent by clients are read here, in one place (`utc_wall_time`, `instant_from_json`): an offset is applied
+as `new Date()` did, and a value outside MySQL's DATETIME range is "not an instant" (None) rather than an
+OverflowError from the conversion (issue 12 item 8: `9999-12-31T23:30:00-01:00` is year 10000 in UTC).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 from typing import Any
 
 import orjson
@@ -18,8 +23,59 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ccsm_core.errors import ApiError
+from ccsm_core.params import js_trim
 
-__all__ = ["dumps", "iso_utc", "json_response", "loads_body", "read_json", "read_object"]
+__all__ = [
+    "DATETIME_YEARS",
+    "dumps",
+    "instant_from_json",
+    "iso_utc",
+    "json_response",
+    "loads_body",
+    "read_json",
+    "read_object",
+    "utc_wall_time",
+]
+
+# MySQL's DATETIME and DATE range: '1000-01-01 00:00:00' to '9999-12-31 23:59:59' (MySQL reference manual,
+# "The DATE, DATETIME, and TIMESTAMP Types").
+DATETIME_YEARS = range(1000, 10000)
+_EPOCH = dt.datetime(1970, 1, 1)
+_MS = dt.timedelta(milliseconds=1)
+# The same range as milliseconds since the epoch (a JS time value, ECMA-262 §21.4.1.1).
+_MIN_MS = (dt.datetime(DATETIME_YEARS.start, 1, 1) - _EPOCH) // _MS
+_MAX_MS = (dt.datetime(DATETIME_YEARS.stop - 1, 12, 31, 23, 59, 59, 999000) - _EPOCH) // _MS
+
+
+def utc_wall_time(text: str) -> dt.datetime | None:
+    """An ISO-8601 date or date-time as naive UTC wall time, or None when it is not one or when it falls outside
+    the DATETIME range. A value with an offset is converted to UTC; a naive one is already UTC (the server's
+    local time). Converting an instant at either end of the calendar is None, never an OverflowError."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    offset = value.utcoffset()
+    if offset is not None:
+        try:
+            value = value.replace(tzinfo=None) - offset  # 9999-12-31T23:30-01:00 is year 10000 in UTC
+        except OverflowError:
+            return None
+    return value if value.year in DATETIME_YEARS else None
+
+
+def instant_from_json(raw: Any) -> dt.datetime | None:
+    """What `new Date(raw)` gives for a JSON string or number, as naive UTC wall time within the DATETIME range;
+    None for anything else (an Invalid Date, or a date MySQL cannot store)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        if not (math.isfinite(raw) and _MIN_MS <= raw <= _MAX_MS):
+            return None
+        return _EPOCH + dt.timedelta(milliseconds=int(raw))  # TimeClip truncates toward zero, as int() does
+    if isinstance(raw, str):
+        return utc_wall_time(js_trim(raw))
+    return None
 
 
 def iso_utc(value: dt.datetime | dt.date) -> str:

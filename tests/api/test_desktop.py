@@ -198,7 +198,17 @@ def test_invalid_timestamps_are_400s_that_change_nothing(fresh_db: Settings) -> 
     with api(fresh_db) as client:
         client.post("/api/desktop/activities/start-unallocated", headers=headers, json={"uuid": "ts-0001"})
         before = snapshot(fresh_db)
-        for timestamp in ["not a date", "2026-02-30T10:00:00Z", {"t": 1}, 1e300, "12345"]:
+        # the last three: the edge of the calendar, where converting to UTC used to overflow (issue 12 item 8)
+        for timestamp in [
+            "not a date",
+            "2026-02-30T10:00:00Z",
+            {"t": 1},
+            1e300,
+            "12345",
+            "9999-12-31T23:30:00-01:00",
+            "0001-01-01T00:30:00+01:00",
+            8.64e15,
+        ]:
             for path, extra in [
                 ("/api/desktop/activities/start-unallocated", {"uuid": "ts-0002"}),
                 ("/api/desktop/activities/start-task", {"uuid": "ts-0003", "projectId": 1, "taskId": 1}),
@@ -452,8 +462,18 @@ def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) 
             ),
             ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 2, "valueType": "varchar", "value": "v" * 300}),
             ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 99, "valueType": "int", "value": 1}),
+            # dates MySQL cannot store, at the edge of the calendar too (issue 12 item 8: an OverflowError, 500);
+            # a date is the first 10 characters, so only a datetime leaves the calendar by its offset
+            *(
+                ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 7, "valueType": kind, "value": value})
+                for kind, values in [
+                    ("datetime", ("9999-12-31T23:30:00-01:00", "0001-01-01T00:30:00+01:00", "0999-12-31", "soon")),
+                    ("date", ("0001-01-01T00:30:00+01:00", "0999-12-31", "soon")),
+                ]
+                for value in values
+            ),
         ]:
             r = client.post(f"/api/desktop/{path}", headers=admin, json=body)
-            assert r.status_code == 400, (path, r.text)
+            assert r.status_code == 400, (path, body, r.text)
             assert set(r.json()) == {"error"}
     assert snapshot(fresh_db) == before

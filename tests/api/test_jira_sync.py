@@ -246,5 +246,6 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(value: str | None, secon
 def test_jira_timestamps_and_names_are_parsed_like_the_old_backend() -> None:
     assert str(parse_created("2026-01-12T13:00:00.000+0200")) == "2026-01-12 11:00:00"
     assert parse_created("not a date") is None
+    assert parse_created("9999-12-31T23:30:00.000-0100") is None  # year 10000 in UTC: used to raise OverflowError
     assert split_name("Anna Maria de Souza") == ("Anna", "Maria de Souza")
     assert split_name("Cher") is None

@@ -38,7 +38,25 @@ CONFUSING_VALUES: list[Any] = [
     "1; DROP TABLE users; --",
     "\u0000",
     "\U0001d518\U0001d52b",  # astral-plane characters (4-byte UTF-8)
+    "9999-12-31T23:30:00-01:00",  # instants whose UTC time leaves the calendar (issue 12 item 8)
+    "0001-01-01T00:30:00+01:00",
 ]
+
+# Instants and dates at and beyond both ends of the calendar and of MySQL's DATETIME range (issue 12 item 8).
+EXTREME_INSTANTS: list[Any] = [
+    "9999-12-31T23:30:00-01:00",
+    "0001-01-01T00:30:00+01:00",
+    "9999-12-31T23:59:59.999+00:00",
+    "1000-01-01T00:00:00+00:01",
+    "0001-01-01",
+    "9999-12-31",
+    "10000-01-01T00:00:00Z",
+    8.64e15,
+    -8.64e15,
+    253402300800000,  # 10000-01-01T00:00:00Z in epoch milliseconds
+]
+# The instants above that lie outside 1000-01-01 .. 9999-12-31 23:59:59 UTC: a timestamp field refuses them.
+OUT_OF_RANGE = {0, 1, 3, 4, 6, 7, 8, 9}
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +125,111 @@ def test_type_confusion_on_every_documented_body_field_is_a_clean_4xx(
         b'{"username": "\xc3\x28", "password": "x"}',
     ],
 )
+def instant_fields(document: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(method, path, field) of every documented query parameter or body field that is an instant or a date."""
+
+    def is_instant(schema: dict[str, Any]) -> bool:
+        options = schema.get("anyOf", [schema])
+        return any(a.get("format") == "date-time" or a.get("pattern", "").startswith("^[0-9]{4}-") for a in options)
+
+    found = set()
+    for method, path, op in operations(document):
+        for param in op.get("parameters", []):
+            if param["in"] == "query" and is_instant(param["schema"]):
+                found.add((method, path, "?" + param["name"]))
+        schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        for name, prop in schema.get("properties", {}).items():
+            if is_instant(prop):
+                found.add((method, path, name))
+    return found
+
+
+# What reaches the check of each instant field, everything else in it valid: a path and its query or body.
+INSTANT_BASES: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {
+    **{
+        ("GET", path, "?" + name): (path, {"userId": 3, **({} if name == "date" else {other: "2026-02-02"})})
+        for path in ("/api/time-tracking", "/api/time-tracking/metrics")
+        for name, other in (("date", ""), ("dateFrom", "dateTo"), ("dateTo", "dateFrom"))
+    },
+    ("POST", "/api/time-tracking", "date"): (
+        "/api/time-tracking",
+        {"userId": 3, "activityId": 1, "startTime": "09:00", "endTime": "09:30"},
+    ),
+    **{
+        ("PUT", "/api/time-tracking/{id}", name): (
+            "/api/time-tracking/1",
+            {"startDate": "2026-02-02", "endDate": "2026-02-02", "startTime": "08:00", "endTime": "08:15"},
+        )
+        for name in ("startDate", "start_date", "endDate", "end_date")
+    },
+    ("POST", "/api/desktop/activities/start-unallocated", "timestamp"): (
+        "/api/desktop/activities/start-unallocated",
+        {"uuid": "edge-of-time-1", "userId": 3},
+    ),
+    ("POST", "/api/desktop/activities/start-task", "timestamp"): (
+        "/api/desktop/activities/start-task",
+        {"uuid": "edge-of-time-2", "userId": 3, "projectId": 1, "taskId": 1},
+    ),
+    ("POST", "/api/desktop/activities/complete", "timestamp"): (
+        "/api/desktop/activities/complete",
+        {"uuid": "6f1c2a10-0000-4000-8000-000000000006", "userId": 3},
+    ),
+}
+TIMESTAMPS = {key for key in INSTANT_BASES if key[2] == "timestamp"}
+
+
+def test_extreme_instants_on_every_instant_and_date_field_are_4xx_or_stored(
+    client: httpx.Client, document: dict[str, Any], admin_headers: dict[str, str]
+) -> None:
+    fields = instant_fields(document)
+    assert fields == set(INSTANT_BASES), "an instant or date field without a base request here escapes this test"
+    responses = []
+    for method, path, field in sorted(fields):
+        url, base = INSTANT_BASES[(method, path, field)]
+        for index, value in enumerate(EXTREME_INSTANTS):
+            if field.startswith("?"):
+                r = client.get(url, params={**base, field[1:]: value}, headers=admin_headers)
+            else:
+                r = client.request(method, url, json={**base, field: value}, headers=admin_headers)
+            responses.append((f"{method} {url} {field}={value!r}", r))
+            if (method, path, field) in TIMESTAMPS and index in OUT_OF_RANGE:
+                assert (r.status_code, r.json()) == (400, {"error": "Invalid timestamp"}), (path, value)
+    assert_no_500(responses)
+
+
+def test_extreme_instants_as_task_data_values_are_4xx_or_stored(
+    client: httpx.Client, admin_headers: dict[str, str]
+) -> None:
+    """The values whose type a definition or `valueType` decides: D4, D17's taskData and P4/P5's taskData."""
+    r = client.post(
+        "/api/lookups/task-data-definitions",
+        json={"label": "Edge of time", "valueType": "datetime"},
+        headers=admin_headers,
+    )
+    assert r.status_code in (200, 201)
+    datetime_def = r.json()["id"]
+    responses = []
+    for index, value in enumerate(EXTREME_INSTANTS):
+        for kind, def_id in (("datetime", datetime_def), ("date", 7)):
+            item = {"dataDefId": def_id, "valueType": kind, "value": value}
+            segment = f"edge-of-time-{kind}-{index}"  # an open segment, so its completion writes the taskData
+            r = client.post(
+                "/api/desktop/activities/start-unallocated", json={"uuid": segment, "userId": 3}, headers=admin_headers
+            )
+            assert r.status_code == 200
+            tasks = [{"taskId": 1, "rolesId": [5], "taskData": [item]}]
+            for method, path, body in [
+                ("POST", "/api/desktop/task-data", {"projectId": 1, "taskId": 1, **item}),
+                ("POST", "/api/desktop/activities/complete", {"uuid": segment, "userId": 3, "taskData": [item]}),
+                ("POST", "/api/projects", {"project": {"name": "Edge of time"}, "tasks": tasks}),
+                ("PUT", "/api/projects/3", {"project": {"name": "Edge of time"}, "tasks": tasks}),
+            ]:
+                r = client.request(method, path, json=body, headers=admin_headers)
+                responses.append((f"{method} {path} {kind}={value!r}", r))
+    assert_no_500(responses)
+    assert {r.status_code for _, r in responses} <= {200, 201, 400}
+
+
 def test_malformed_bodies_are_400_everywhere(
     client: httpx.Client, document: dict[str, Any], admin_headers: dict[str, str], raw: bytes
 ) -> None:

@@ -48,6 +48,8 @@ from .task_values import (
 ER_DUP_ENTRY = 1062
 DURATION_MAX = 65535  # SMALLINT UNSIGNED: the column's own limit instead of the old 255 cap (I-4)
 NOTE_MAX = 500
+INVALID_TASK_DATA = "Invalid task data value"
+DATED_COLUMNS = frozenset({"value_date", "value_datetime"})
 
 
 async def _principal(request: Request) -> Principal | None:
@@ -108,9 +110,13 @@ async def save_task_data(request: Request) -> Response:
     column = TASK_DATA_COLUMNS.get(normalize_type(value_type))
     if column is None:
         raise ApiError(400, "Invalid value type")
-    value = parse_value(value_type, body.get("value"))
+    raw_value = body.get("value")
+    value = parse_value(value_type, raw_value)
+    if value is None and column in DATED_COLUMNS and raw_value is not None and raw_value != "":
+        # A date MySQL cannot store (the old backend's 500; issue 12 item 8): refused, not stored as NULL.
+        raise ApiError(400, INVALID_TASK_DATA)
     db: Database = request.state.db
-    async with refused_as_400("Invalid task data value"), db.transaction() as cur:
+    async with refused_as_400(INVALID_TASK_DATA), db.transaction() as cur:
         await cur.execute(PROJECT_TASK_SQL, (project_id, task_id))
         project_task = await cur.fetchone()
         if project_task is None:

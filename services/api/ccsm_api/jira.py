@@ -32,7 +32,7 @@ from starlette.responses import Response
 from ccsm_api import inputs
 from ccsm_api.inputs import SqlNumber
 from ccsm_api.items import created_by
-from ccsm_core.codec import json_response, read_object
+from ccsm_core.codec import json_response, read_object, utc_wall_time
 from ccsm_core.db import Database, Row
 from ccsm_core.errors import ApiError
 from ccsm_core.guard import STAFF
@@ -194,13 +194,8 @@ def parse_created(value: Any) -> dt.datetime | None:
     """Jira's `created` (`2026-01-12T11:00:00.000+0000`) as a naive UTC datetime, or None."""
     if not isinstance(value, str) or not value.strip():
         return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    return parsed.replace(microsecond=0)
+    parsed = utc_wall_time(value.strip().replace("Z", "+00:00"))
+    return None if parsed is None else parsed.replace(microsecond=0)
 
 
 def parse_issue(raw: dict[str, Any]) -> Issue | None:

@@ -1162,7 +1162,8 @@ def paths() -> dict[str, dict[str, Any]]:
             "staff",
             {"200": ok(obj({"success": TRUE, "updated": TRUE, "created": TRUE}, required=["success"]))},
             {
-                "400": "`projectId, taskId, dataDefId and valueType are required`, `Invalid value type`",
+                "400": "`projectId, taskId, dataDefId and valueType are required`, `Invalid value type`, "
+                "`Unknown dataDefId`, `Invalid task data value` (e.g. a date outside 1000-9999)",
                 "404": "`Project task not found`",
             },
             request=obj(

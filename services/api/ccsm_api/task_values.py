@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pymysql
 
+from ccsm_core.codec import DATETIME_YEARS, instant_from_json, utc_wall_time
 from ccsm_core.errors import ApiError
 from ccsm_core.guard import Principal
 from ccsm_core.params import js_number, js_trim, normalize_string, positive_int
@@ -55,8 +56,6 @@ VALUE_COLUMNS = (
 # users_time_tracking_data has no value_customer_id: customer ids go into value_int (D17, D13).
 TRACKING_DATA_COLUMNS: dict[str, str] = {**TASK_DATA_COLUMNS, "customer_id": "value_int"}
 
-MIN_YEAR, MAX_YEAR = 1000, 9999  # the DATETIME range
-
 
 def normalize_type(value: Any) -> str:
     if value is None or value is False or value == "" or value == 0:
@@ -74,20 +73,13 @@ def _date_text(raw: str) -> str | None:
         day = dt.date.fromisoformat(text)
     except ValueError:
         return None
-    return day.isoformat() if MIN_YEAR <= day.year <= MAX_YEAR else None
+    return day.isoformat() if day.year in DATETIME_YEARS else None
 
 
 def _datetime_text(raw: str) -> str | None:
-    text = raw.replace(" ", "T", 1) if "T" not in raw else raw
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if value.tzinfo is not None:  # `...Z` as P2/D3 return it: the UTC wall time (fix for I-13)
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    if not MIN_YEAR <= value.year <= MAX_YEAR:
-        return None
-    return value.strftime("%Y-%m-%d %H:%M:%S")
+    # `...Z` as P2/D3 return it is the UTC wall time (fix for I-13); so is an instant with any other offset.
+    value = utc_wall_time(raw)
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def parse_value(value_type: str, value: Any) -> Any:
@@ -161,30 +153,12 @@ def may_act_on(principal: Principal | None, owner_id: Any) -> bool:
 
 def parse_instant(raw: Any, now: dt.datetime | None = None) -> dt.datetime:
     """`req.body.timestamp ? new Date(req.body.timestamp) : new Date()` as a naive UTC datetime; a value that
-    `new Date()` turned into an Invalid Date (or that MySQL cannot store) is a 400 instead of a crash (I-1/I-6)."""
+    `new Date()` turned into an Invalid Date (or that MySQL cannot store) is a 400 instead of a crash (I-1/I-6,
+    issue 12 item 8)."""
     if raw is None or raw is False or raw == "" or raw == 0:
         return (now or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
-    value: dt.datetime | None = None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        if math.isfinite(raw) and abs(raw) <= 8.64e15:
-            try:
-                value = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(raw))
-            except OverflowError:
-                value = None
-    elif isinstance(raw, str):
-        text = js_trim(raw)
-        try:
-            if len(text) == 10:
-                day = dt.date.fromisoformat(text)  # a date-only ISO string is UTC midnight in JS
-                value = dt.datetime(day.year, day.month, day.day)
-            else:
-                parsed = dt.datetime.fromisoformat(text)
-                if parsed.tzinfo is not None:
-                    parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-                value = parsed
-        except ValueError:
-            value = None
-    if value is None or not MIN_YEAR <= value.year <= MAX_YEAR:
+    value = instant_from_json(raw)
+    if value is None:
         raise ApiError(400, "Invalid timestamp")
     return value
 
