@@ -52,18 +52,73 @@ class ServiceUnavailable(ApiError):
         super().__init__(503)
 
 
-# MySQL client errors meaning "the database is not reachable" rather than "this query is wrong":
-# CR_CONNECTION_ERROR 2002, CR_CONN_HOST_ERROR 2003, CR_SERVER_GONE_ERROR 2006, CR_SERVER_LOST 2013,
-# CR_SERVER_LOST_EXTENDED 2055 (MySQL client error reference), plus ER_CON_COUNT_ERROR 1040 (too many connections)
-# and ER_SERVER_SHUTDOWN 1053.
-DB_UNAVAILABLE_CODES = frozenset({1040, 1053, 2002, 2003, 2006, 2013, 2055})
+# Why the database cannot be used, by MySQL/MariaDB error number (MySQL server and client error references;
+# MariaDB error codes). Each is a 503 `Service unavailable` for the request, whatever the statement was, and
+# `/ready` names the kind (`db-<kind>`); the driver's text goes to the log only.
+DB_UNAVAILABLE: dict[int, str] = {
+    # the server refuses these credentials or this client (issue 16: 1045 used to answer login with a 500)
+    1044: "access-denied",  # ER_DBACCESS_DENIED_ERROR: no access to the database
+    1045: "access-denied",  # ER_ACCESS_DENIED_ERROR: wrong user or password
+    1129: "access-denied",  # ER_HOST_IS_BLOCKED: too many connection errors from this host
+    1130: "access-denied",  # ER_HOST_NOT_PRIVILEGED: this host may not connect
+    1142: "access-denied",  # ER_TABLEACCESS_DENIED_ERROR: a grant is missing on a table
+    1143: "access-denied",  # ER_COLUMNACCESS_DENIED_ERROR
+    1227: "access-denied",  # ER_SPECIFIC_ACCESS_DENIED_ERROR
+    1251: "access-denied",  # ER_NOT_SUPPORTED_AUTH_MODE: the account's authentication plugin
+    1698: "access-denied",  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+    1820: "access-denied",  # ER_MUST_CHANGE_PASSWORD
+    1862: "access-denied",  # ER_MUST_CHANGE_PASSWORD_LOGIN: the password expired
+    # the configured database does not exist (DB_NAME, or a database dropped under the service)
+    1049: "unknown-database",  # ER_BAD_DB_ERROR
+    # connections refused for their number
+    1040: "too-many-connections",  # ER_CON_COUNT_ERROR: max_connections
+    1203: "too-many-connections",  # ER_TOO_MANY_USER_CONNECTIONS: max_user_connections
+    1226: "too-many-connections",  # ER_USER_LIMIT_REACHED: an account resource limit
+    # the server cannot be reached, or went away
+    1053: "unreachable",  # ER_SERVER_SHUTDOWN
+    1927: "unreachable",  # ER_CONNECTION_KILLED (MariaDB)
+    2002: "unreachable",  # CR_CONNECTION_ERROR
+    2003: "unreachable",  # CR_CONN_HOST_ERROR
+    2005: "unreachable",  # CR_UNKNOWN_HOST
+    2006: "unreachable",  # CR_SERVER_GONE_ERROR
+    2013: "unreachable",  # CR_SERVER_LOST
+    2026: "unreachable",  # CR_SSL_CONNECTION_ERROR
+    2055: "unreachable",  # CR_SERVER_LOST_EXTENDED
+}
+DB_UNAVAILABLE_CODES = frozenset(DB_UNAVAILABLE)
+
+
+def db_unavailable_kind(exc: BaseException) -> str | None:
+    """What makes the database unusable (`access-denied`, `unknown-database`, `too-many-connections`,
+    `unreachable`), or None when `exc` is not a database unavailability (a wrong query, a constraint)."""
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return "unreachable"
+    if isinstance(exc, pymysql.err.MySQLError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if code is None:
+            return "unreachable" if isinstance(exc, pymysql.err.OperationalError) else None
+        return DB_UNAVAILABLE.get(code)
+    if isinstance(exc, ConnectionError | asyncio.TimeoutError):
+        return "unreachable"
+    return None
 
 
 def is_db_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        return code is None or code in DB_UNAVAILABLE_CODES or isinstance(exc, pymysql.err.InterfaceError)
-    return isinstance(exc, ConnectionError | asyncio.TimeoutError)
+    return db_unavailable_kind(exc) is not None
+
+
+def unavailability_kind(exc: BaseException) -> str:
+    """The kind of database unavailability behind `exc`, following its causes (a `ServiceUnavailable` raised
+    from the driver's error); `unreachable` when none is named."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a bounded walk: cause chains are short, and may loop
+        if seen is None:
+            break
+        kind = db_unavailable_kind(seen)
+        if kind is not None:
+            return kind
+        seen = seen.__cause__ or seen.__context__
+    return "unreachable"
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

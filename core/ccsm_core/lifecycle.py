@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ccsm_core.codec import dumps, iso_utc
+from ccsm_core.errors import unavailability_kind
 
 log = logging.getLogger("ccsm.lifecycle")
 
@@ -71,12 +72,20 @@ class Lifecycle:
         )
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
-                # fix 7: the driver's message goes to the log, never to the caller
+                # fix 7: the driver's message goes to the log, never to the caller; the caller gets its kind
+                # (issue 16: `db-access-denied` is not an outage to wait out, `db-unreachable` may be)
+                kind = unavailability_kind(result) if name == "db" else "unreachable"
+                cause = result.__cause__ or result
                 log.warning(
                     "readiness check failed",
-                    extra={"check": name, "error": type(result).__name__, "detail": str(result)[:300]},
+                    extra={
+                        "check": name,
+                        "reason": f"{name}-{kind}",
+                        "error": type(cause).__name__,
+                        "detail": str(cause)[:300],
+                    },
                 )
-                return 503, {"status": "not-ready", "reason": f"{name}-unreachable"}
+                return 503, {"status": "not-ready", "reason": f"{name}-{kind}"}
         return 200, {"status": "ready"}
 
 

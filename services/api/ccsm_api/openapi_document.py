@@ -502,7 +502,11 @@ def paths() -> dict[str, dict[str, Any]]:
             "security": [],
             "responses": {
                 "200": ok(obj({"status": {"type": "string", "const": "ready"}})),
-                "503": ok(not_ready, "Not ready: `shutting-down` or `<check>-unreachable`"),
+                "503": ok(
+                    not_ready,
+                    "Not ready: `shutting-down`, `<check>-unreachable`, or why MySQL refuses the service: "
+                    "`db-access-denied`, `db-unknown-database`, `db-too-many-connections`",
+                ),
             },
         }
     }
