@@ -477,3 +477,37 @@ def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) 
             assert r.status_code == 400, (path, body, r.text)
             assert set(r.json()) == {"error"}
     assert snapshot(fresh_db) == before
+
+
+def test_completion_task_data_is_capped_and_written_once_per_definition(fresh_db: Settings) -> None:
+    headers = auth(fresh_db, "pnair")
+    with api(fresh_db) as client:
+        for uuid in ("cap-0001", "cap-0002"):
+            client.post("/api/desktop/activities/start-unallocated", headers=headers, json={"uuid": uuid})
+        # issue 12 item 2: refused before any element is read (it used to be one INSERT per element)
+        many = [{"dataDefId": 1, "valueType": "int", "value": i} for i in range(101)]
+        complete = "/api/desktop/activities/complete"
+        r = client.post(complete, headers=headers, json={"uuid": "cap-0001", "taskData": many})
+        assert (r.status_code, r.json()) == (400, {"error": "taskData must have at most 100 entries"})
+        assert query(fresh_db, "SELECT end_time FROM users_time_tracking WHERE uuid = 'cap-0001'") == [
+            {"end_time": None}
+        ]
+        # repeated definitions: what writing each in turn left, i.e. the last value of each (definition, column)
+        values = [
+            {"dataDefId": 1, "valueType": "int", "value": 5},
+            {"dataDefId": 2, "valueType": "varchar", "value": "first"},
+            {"dataDefId": 1, "valueType": "int", "value": 7},
+            {"dataDefId": 2, "valueType": "text", "value": "as text"},
+            {"dataDefId": 2, "valueType": "varchar", "value": "last"},
+        ]
+        r = client.post(complete, headers=headers, json={"uuid": "cap-0002", "taskData": values})
+        assert r.json() == {"success": True}
+    rows = query(
+        fresh_db,
+        "SELECT data_def_id, value_int, value_varchar, value_text FROM users_time_tracking_data "
+        "WHERE tracking_uuid = 'cap-0002' ORDER BY data_def_id",
+    )
+    assert rows == [
+        {"data_def_id": 1, "value_int": 7, "value_varchar": None, "value_text": None},
+        {"data_def_id": 2, "value_int": None, "value_varchar": "last", "value_text": "as text"},
+    ]

@@ -202,3 +202,15 @@ def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) 
         r = client.put("/api/time-tracking/2/note", headers=admin, json={"note": "n" * 70_000})
         assert r.status_code == 400
     assert snapshot(fresh_db) == before
+
+
+def test_bulk_delete_caps_the_list_before_reading_it(fresh_db: Settings) -> None:
+    # Issue 12 item 2: the cap used to count distinct valid ids after a quadratic pass over the whole list.
+    before = snapshot(fresh_db)
+    with api(fresh_db) as client:
+        r = client.post("/api/time-tracking/bulk-delete", headers=auth(fresh_db, "admin"), json={"ids": [2] * 10_001})
+        assert (r.status_code, r.json()) == (400, {"error": "Too many ids"})
+        assert snapshot(fresh_db) == before
+        ids = [2, *range(1_000_000, 1_009_999)]  # 10,000 entries: the most one request may name
+        r = client.post("/api/time-tracking/bulk-delete", headers=auth(fresh_db, "admin"), json={"ids": ids})
+        assert (r.status_code, r.json()) == (200, {"success": True, "deleted": 1})

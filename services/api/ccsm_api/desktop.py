@@ -48,6 +48,7 @@ from .task_values import (
 ER_DUP_ENTRY = 1062
 DURATION_MAX = 65535  # SMALLINT UNSIGNED: the column's own limit instead of the old 255 cap (I-4)
 NOTE_MAX = 500
+MAX_TASK_DATA = 100  # D17: one value per task-data definition of the task (the seed has 8)
 INVALID_TASK_DATA = "Invalid task data value"
 DATED_COLUMNS = frozenset({"value_date", "value_datetime"})
 
@@ -334,10 +335,15 @@ async def start_task(request: Request) -> Response:
 
 
 def _task_data(body: dict[str, Any]) -> list[tuple[int, str, Any]]:
+    """D17's values as (definition, column, value), one per (definition, column): writing them one after another
+    with ON DUPLICATE KEY UPDATE leaves what writing only the last of each leaves. Capped before any element is
+    read, so a body cannot make the completion loop or write thousands of times (issue 12 item 2)."""
     raw = _first(body, "taskData", "task_data")
-    out: list[tuple[int, str, Any]] = []
     if not isinstance(raw, list):
-        return out
+        return []
+    if len(raw) > MAX_TASK_DATA:
+        raise ApiError(400, f"taskData must have at most {MAX_TASK_DATA} entries")
+    out: dict[tuple[int, str], Any] = {}
     for element in raw:
         if not isinstance(element, dict):
             continue
@@ -346,8 +352,10 @@ def _task_data(body: dict[str, Any]) -> list[tuple[int, str, Any]]:
         column = TRACKING_DATA_COLUMNS.get(value_type.lower())
         if not def_id or not value_type or column is None:
             continue
-        out.append((def_id, column, parse_value(value_type, element.get("value"))))
-    return out
+        key = (def_id, column)
+        out.pop(key, None)  # the last value wins, in the order of the last write
+        out[key] = parse_value(value_type, element.get("value"))
+    return [(def_id, column, value) for (def_id, column), value in out.items()]
 
 
 async def complete(request: Request) -> Response:

@@ -176,7 +176,7 @@ def _jira_flag(value: Any) -> int:
 @dataclass
 class TaskSpec:
     task_id: int
-    roles: list[int]
+    roles: dict[int, None]  # an ordered set: the payload's order, each role once (I-33)
     data: list[dict[str, Any]]
 
 
@@ -208,6 +208,13 @@ def _ref(value: Any, what: str) -> int | None:
     return n
 
 
+# How many entries each list of a P4/P5 payload may hold (issue 12 item 2). Checked before any element is looked
+# at, so a body cannot buy more work than these allow; the form sends a project's catalog tasks (tens), its
+# project roles (ref_project_roles: a handful) and its task-data definitions (tens), so each is far above use.
+MAX_ROWS = {"team": 1000, "tasks": 1000, "itemTracking": 1000}
+MAX_PER_ROW = {"tasks": {"rolesId": 100, "taskData": 100}, "itemTracking": {"taskRefs": 1000}}
+
+
 def _list(body: dict[str, Any], name: str) -> list[Any]:
     value = body.get(name)
     if value is None:
@@ -215,6 +222,22 @@ def _list(body: dict[str, Any], name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ApiError(400, f"{name} must be an array")  # used to throw inside the transaction: 500
     return value
+
+
+def _check_sizes(body: dict[str, Any]) -> None:
+    """Every list of the payload within its cap, or a 400 naming it; O(rows), before any other work."""
+    for name, most in MAX_ROWS.items():
+        rows = _list(body, name)
+        if len(rows) > most:
+            raise ApiError(400, f"{name} must have at most {most} entries")
+        inner = MAX_PER_ROW.get(name, {})
+        for row in rows if inner else ():
+            if not isinstance(row, dict):
+                continue
+            for field_name, field_most in inner.items():
+                value = row.get(field_name)
+                if isinstance(value, list) and len(value) > field_most:
+                    raise ApiError(400, f"{name}[].{field_name} must have at most {field_most} entries")
 
 
 def _fields(body: dict[str, Any]) -> ProjectFields:
@@ -241,20 +264,19 @@ def _fields(body: dict[str, Any]) -> ProjectFields:
     )
 
 
-def _team(body: dict[str, Any]) -> list[tuple[int, int]]:
-    pairs: list[tuple[int, int]] = []
+def _team(body: dict[str, Any]) -> dict[tuple[int, int], None]:
+    """The (user, role) pairs in payload order, each once (I-33): an ordered set."""
+    pairs: dict[tuple[int, int], None] = {}
     for row in _list(body, "team"):
         if not isinstance(row, dict) or not row.get("userId") or not row.get("roleId"):
             continue
-        pair = (_ref(row["userId"], "userId") or 0, _ref(row["roleId"], "roleId") or 0)
-        if pair not in pairs:
-            pairs.append(pair)
+        pairs[(_ref(row["userId"], "userId") or 0, _ref(row["roleId"], "roleId") or 0)] = None
     return pairs
 
 
 async def _resolve_tasks(cur: Any, body: dict[str, Any]) -> tuple[list[TaskSpec], dict[str, int]]:
     """Step 4 of P4: catalog tasks for new titled rows (tempId -> new id), then the resolved task list."""
-    resolved: list[TaskSpec] = []
+    resolved: dict[int, TaskSpec] = {}  # by task id, in payload order
     temp_ids: dict[str, int] = {}
     default_category: int | None = None
     for element in _list(body, "tasks"):
@@ -281,17 +303,17 @@ async def _resolve_tasks(cur: Any, body: dict[str, Any]) -> tuple[list[TaskSpec]
         roles_value, data_value = element.get("rolesId"), element.get("taskData")
         roles_raw: list[Any] = roles_value if isinstance(roles_value, list) else []
         data_raw: list[Any] = data_value if isinstance(data_value, list) else []
-        roles: list[int] = []
+        roles: dict[int, None] = {}
         for role in roles_raw:
             role_id = _ref(role, "roleId")
-            if role_id is not None and role_id not in roles:
-                roles.append(role_id)
-        existing = next((t for t in resolved if t.task_id == task_id), None)
-        if existing is not None:
-            existing.roles.extend(r for r in roles if r not in existing.roles)
+            if role_id is not None:
+                roles[role_id] = None
+        existing = resolved.get(task_id)
+        if existing is not None:  # a task listed twice: one task, the union of its roles, its first data
+            existing.roles.update(roles)
             continue
-        resolved.append(TaskSpec(task_id, roles, [d for d in data_raw if isinstance(d, dict)]))
-    return resolved, temp_ids
+        resolved[task_id] = TaskSpec(task_id, roles, [d for d in data_raw if isinstance(d, dict)])
+    return list(resolved.values()), temp_ids
 
 
 def _statuses(body: dict[str, Any], temp_ids: dict[str, int]) -> tuple[list[StatusSpec], set[str]]:
@@ -352,23 +374,45 @@ def _data_rows(task: TaskSpec, definitions: dict[int, str]) -> dict[int, tuple[s
     return out
 
 
-async def _write_task_data(cur: Any, project_task_id: int, rows: dict[int, tuple[str, Any, int]]) -> None:
-    await cur.execute(PTD_OF_PROJECT_TASK_SQL, (project_task_id,))
+# The largest payload the caps allow writes or removes thousands of rows; one statement per row would hold the
+# transaction (and its project lock and pooled connection) for seconds (issue 12 items 2 and 9).
+ID_CHUNK = 1000  # ids per `IN (...)` list
+
+
+async def insert_many(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """One multi-row INSERT: the driver batches `executemany` of an INSERT ... VALUES."""
+    if rows:
+        await cur.executemany(sql, rows)
+
+
+async def for_ids(cur: Any, sql: str, ids: list[int], *tail: Any) -> None:
+    """`sql`, whose `{marks}` is an `IN` list, for `ids` (ID_CHUNK at a time), with `tail` bound after them."""
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start : start + ID_CHUNK]
+        await cur.execute(sql.format(marks=", ".join(["%s"] * len(chunk))), (*chunk, *tail))
+
+
+async def _write_task_data(
+    cur: Any, project_task_id: int, rows: dict[int, tuple[str, Any, int]], new: bool = False
+) -> None:
     existing: dict[int, int] = {}
-    stale: list[int] = []
-    for row in await cur.fetchall():
-        if row["data_def_id"] in rows and row["data_def_id"] not in existing:
-            existing[row["data_def_id"]] = row["id"]
-        else:
-            stale.append(row["id"])
-    for row_id in stale:
-        await cur.execute(DELETE_PTD_SQL, (row_id,))
+    if not new:  # a project task inserted by this request has no data yet
+        await cur.execute(PTD_OF_PROJECT_TASK_SQL, (project_task_id,))
+        stale: list[int] = []
+        for row in await cur.fetchall():
+            if row["data_def_id"] in rows and row["data_def_id"] not in existing:
+                existing[row["data_def_id"]] = row["id"]
+            else:
+                stale.append(row["id"])
+        await for_ids(cur, DELETE_PTD_SQL, stale)
+    inserts = []
     for def_id, (column, value, required) in rows.items():
         values = [value if c == column else None for c in VALUE_COLUMNS]
         if def_id in existing:
             await cur.execute(UPDATE_PTD_SQL, (required, *values, existing[def_id]))
         else:
-            await cur.execute(INSERT_PTD_SQL, (project_task_id, def_id, required, *values))
+            inserts.append((project_task_id, def_id, required, *values))
+    await insert_many(cur, INSERT_PTD_SQL, inserts)
 
 
 async def _sync(cur: Any, project_id: int, body: dict[str, Any], creating: bool) -> None:
@@ -382,24 +426,18 @@ async def _sync(cur: Any, project_id: int, body: dict[str, Any], creating: bool)
     await cur.execute(TEAM_ROWS_SQL, (project_id,))
     team_rows = await cur.fetchall()
     have = {(r["user_id"], r["project_role_id"]) for r in team_rows}
-    for r in team_rows:
-        if (r["user_id"], r["project_role_id"]) not in team:
-            await cur.execute(DELETE_TEAM_SQL, (r["id"],))
-    for user_id, role_id in team:
-        if (user_id, role_id) not in have:
-            await cur.execute(INSERT_TEAM_SQL, (project_id, user_id, role_id))
+    await for_ids(
+        cur, DELETE_TEAM_SQL, [r["id"] for r in team_rows if (r["user_id"], r["project_role_id"]) not in team]
+    )
+    await insert_many(cur, INSERT_TEAM_SQL, [(project_id, u, r) for u, r in team if (u, r) not in have])
 
     # project_task_roles
-    wanted_roles = [(t.task_id, r) for t in tasks for r in t.roles]
+    wanted_roles = {(t.task_id, r): None for t in tasks for r in t.roles}
     await cur.execute(PTR_ROWS_SQL, (project_id,))
     ptr_rows = await cur.fetchall()
     have = {(r["task_id"], r["role_id"]) for r in ptr_rows}
-    for r in ptr_rows:
-        if (r["task_id"], r["role_id"]) not in wanted_roles:
-            await cur.execute(DELETE_PTR_SQL, (r["id"],))
-    for task_id, role_id in wanted_roles:
-        if (task_id, role_id) not in have:
-            await cur.execute(INSERT_PTR_SQL, (project_id, task_id, role_id))
+    await for_ids(cur, DELETE_PTR_SQL, [r["id"] for r in ptr_rows if (r["task_id"], r["role_id"]) not in wanted_roles])
+    await insert_many(cur, INSERT_PTR_SQL, [(project_id, t, r) for t, r in wanted_roles if (t, r) not in have])
 
     # project_tasks (+ their data)
     await cur.execute(PT_ROWS_SQL, (project_id,))
@@ -407,17 +445,18 @@ async def _sync(cur: Any, project_id: int, body: dict[str, Any], creating: bool)
     listed = {t.task_id for t in tasks}
     first_pt: dict[int, int] = {}
     for r in pt_rows:
-        if r["task_id"] not in listed:
-            await cur.execute(DELETE_PTD_OF_PT_SQL, (r["id"],))
-            await cur.execute(DELETE_PT_SQL, (r["id"],))
-        else:
+        if r["task_id"] in listed:
             first_pt.setdefault(r["task_id"], r["id"])
+    unlisted = [r["id"] for r in pt_rows if r["task_id"] not in listed]
+    await for_ids(cur, DELETE_PTD_OF_PT_SQL, unlisted)
+    await for_ids(cur, DELETE_PT_SQL, unlisted)
     for position, task in enumerate(tasks):
         pt_id = first_pt.get(task.task_id)
         if pt_id is None:
             await cur.execute(INSERT_PT_SQL, (project_id, task.task_id, position + 1))
-            pt_id = int(cur.lastrowid)
-        await _write_task_data(cur, pt_id, data_by_task[task.task_id])
+            await _write_task_data(cur, int(cur.lastrowid), data_by_task[task.task_id], new=True)
+        else:
+            await _write_task_data(cur, pt_id, data_by_task[task.task_id])
 
     # item statuses
     await cur.execute(STATUS_LINKS_SQL, (project_id,))
@@ -426,56 +465,67 @@ async def _sync(cur: Any, project_id: int, body: dict[str, Any], creating: bool)
         entry = current.setdefault(row["id"], {"label": row["label"], "links": {}})
         if row["task_id"] is not None:
             entry["links"][row["task_id"]] = (row["link_id"], row["apply_after_finish"])
-    matched: dict[int, StatusSpec] = {}  # status id -> spec
-    unmatched = list(statuses)
-    for spec in list(unmatched):  # by id
-        if spec.status_id in current and spec.status_id not in matched:
-            matched[spec.status_id] = spec
-            unmatched.remove(spec)
-    for spec in list(unmatched):  # by label
-        sid = next((i for i, s in current.items() if i not in matched and s["label"] == spec.label), None)
-        if sid is not None:
-            matched[sid] = spec
-            unmatched.remove(spec)
+    matched, unmatched = _match_statuses(current, statuses, wanted_labels)
     kept_by_label = {  # labelled rows without resolvable tasks keep their status untouched
         i for i, s in current.items() if i not in matched and s["label"] in wanted_labels
     }
-    for spec in list(unmatched):  # a rename: same linked tasks, old label no longer wanted
-        sid = next(
-            (
-                i
-                for i, s in current.items()
-                if i not in matched and i not in kept_by_label and set(s["links"]) == set(spec.links)
-            ),
-            None,
-        )
-        if sid is not None:
-            matched[sid] = spec
-            unmatched.remove(spec)
     removed = [i for i in current if i not in matched and i not in kept_by_label]
-    for sid in removed:
-        await cur.execute(CLEAR_ITEM_STATUS_SQL, (sid,))
-        await cur.execute(CLEAR_CFS_STATUS_SQL, (sid, project_id))
-        await cur.execute(CLEAR_IM_STATUS_SQL, (sid, project_id))
-        await cur.execute(DELETE_LINKS_SQL, (sid,))
-        await cur.execute(DELETE_STATUS_SQL, (sid,))
+    await for_ids(cur, CLEAR_ITEM_STATUS_SQL, removed)
+    await for_ids(cur, CLEAR_CFS_STATUS_SQL, removed, project_id)
+    await for_ids(cur, CLEAR_IM_STATUS_SQL, removed, project_id)
+    await for_ids(cur, DELETE_LINKS_SQL, removed)
+    await for_ids(cur, DELETE_STATUS_SQL, removed)
     for sid, spec in matched.items():
         if current[sid]["label"] != spec.label:
             await cur.execute(RENAME_STATUS_SQL, (spec.label, sid))
         links = current[sid]["links"]
+        await for_ids(cur, DELETE_LINK_SQL, [link_id for t, (link_id, _) in links.items() if t not in spec.links])
         for task_id, (link_id, moment) in links.items():
-            if task_id not in spec.links:
-                await cur.execute(DELETE_LINK_SQL, (link_id,))
-            elif spec.links[task_id] != moment:
+            if task_id in spec.links and spec.links[task_id] != moment:
                 await cur.execute(UPDATE_LINK_SQL, (spec.links[task_id], link_id))
-        for task_id, moment in spec.links.items():
-            if task_id not in links:
-                await cur.execute(INSERT_LINK_SQL, (sid, task_id, moment))
+        await insert_many(cur, INSERT_LINK_SQL, [(sid, t, m) for t, m in spec.links.items() if t not in links])
     for spec in unmatched:
         await cur.execute(INSERT_STATUS_SQL, (spec.label, project_id))
         sid = int(cur.lastrowid)
-        for task_id, moment in spec.links.items():
-            await cur.execute(INSERT_LINK_SQL, (sid, task_id, moment))
+        await insert_many(cur, INSERT_LINK_SQL, [(sid, t, m) for t, m in spec.links.items()])
+
+
+def _match_statuses(
+    current: dict[int, dict[str, Any]], statuses: list[StatusSpec], wanted_labels: set[str]
+) -> tuple[dict[int, StatusSpec], list[StatusSpec]]:
+    """Which stored status each payload status is (status id -> spec), and the specs that are new: by id, then by
+    label, then (a rename in the form, which sends no ids) by an identical set of linked tasks among the statuses
+    whose old label is no longer wanted. Candidates are looked up in indexes, so the cost is linear in the
+    statuses and their links (issue 12 item 2)."""
+    matched: dict[int, StatusSpec] = {}
+    by_id_missed: list[StatusSpec] = []
+    for spec in statuses:  # by id
+        if spec.status_id is not None and spec.status_id in current and spec.status_id not in matched:
+            matched[spec.status_id] = spec
+        else:
+            by_id_missed.append(spec)
+    by_label: dict[str, list[int]] = {}
+    for stored_id, stored in current.items():
+        by_label.setdefault(stored["label"], []).append(stored_id)
+    by_label_missed: list[StatusSpec] = []
+    for spec in by_id_missed:  # by label: the first stored status of that label not matched yet
+        found = next((i for i in by_label.get(spec.label, ()) if i not in matched), None)
+        if found is None:
+            by_label_missed.append(spec)
+        else:
+            matched[found] = spec
+    by_links: dict[frozenset[int], list[int]] = {}
+    for stored_id, stored in current.items():
+        if stored_id not in matched and stored["label"] not in wanted_labels:
+            by_links.setdefault(frozenset(stored["links"]), []).append(stored_id)
+    new: list[StatusSpec] = []
+    for spec in by_label_missed:  # a rename: same linked tasks, old label no longer wanted
+        found = next((i for i in by_links.get(frozenset(spec.links), ()) if i not in matched), None)
+        if found is None:
+            new.append(spec)
+        else:
+            matched[found] = spec
+    return matched, new
 
 
 def _integrity(exc: pymysql.err.MySQLError) -> ApiError:
@@ -486,6 +536,7 @@ async def create_project(request: Request) -> Response:
     await request.state.guard.require(request, STAFF)
     body = await read_object(request)
     f = _fields(body)
+    _check_sizes(body)
     db: Database = request.state.db
     try:
         async with db.transaction() as cur:
@@ -505,6 +556,7 @@ async def update_project(request: Request) -> Response:
     project_id = _project_id(request)
     body = await read_object(request)
     f = _fields(body)
+    _check_sizes(body)
     db: Database = request.state.db
     try:
         async with db.transaction() as cur:
@@ -597,20 +649,20 @@ INSERT_TASK_SQL = "INSERT INTO tasks (description, category_id) VALUES (%s, %s)"
 DEFINITIONS_SQL = "SELECT id, value_type FROM task_data_definitions"
 
 TEAM_ROWS_SQL = "SELECT id, user_id, project_role_id FROM project_users WHERE project_id = %s ORDER BY id"
-DELETE_TEAM_SQL = "DELETE FROM project_users WHERE id = %s"
+DELETE_TEAM_SQL = "DELETE FROM project_users WHERE id IN ({marks})"
 INSERT_TEAM_SQL = "INSERT INTO project_users (project_id, user_id, project_role_id) VALUES (%s, %s, %s)"
 PTR_ROWS_SQL = "SELECT id, task_id, role_id FROM project_task_roles WHERE project_id = %s ORDER BY id"
-DELETE_PTR_SQL = "DELETE FROM project_task_roles WHERE id = %s"
+DELETE_PTR_SQL = "DELETE FROM project_task_roles WHERE id IN ({marks})"
 INSERT_PTR_SQL = "INSERT INTO project_task_roles (project_id, task_id, role_id) VALUES (%s, %s, %s)"
 PT_ROWS_SQL = "SELECT id, task_id FROM project_tasks WHERE project_id = %s ORDER BY id"
-DELETE_PTD_OF_PT_SQL = "DELETE FROM project_task_data WHERE project_task_id = %s"
-DELETE_PT_SQL = "DELETE FROM project_tasks WHERE id = %s"
+DELETE_PTD_OF_PT_SQL = "DELETE FROM project_task_data WHERE project_task_id IN ({marks})"
+DELETE_PT_SQL = "DELETE FROM project_tasks WHERE id IN ({marks})"
 INSERT_PT_SQL = """
 INSERT INTO project_tasks (project_id, task_id, order_number, only_after_number, is_mandatory, override_role_id)
 VALUES (%s, %s, %s, NULL, 1, NULL)
 """
 PTD_OF_PROJECT_TASK_SQL = "SELECT id, data_def_id FROM project_task_data WHERE project_task_id = %s ORDER BY id"
-DELETE_PTD_SQL = "DELETE FROM project_task_data WHERE id = %s"
+DELETE_PTD_SQL = "DELETE FROM project_task_data WHERE id IN ({marks})"
 _SET_VALUES = ", ".join(f"{c} = %s" for c in VALUE_COLUMNS)
 UPDATE_PTD_SQL = f"UPDATE project_task_data SET is_required = %s, {_SET_VALUES} WHERE id = %s"  # noqa: S608
 INSERT_PTD_SQL = (
@@ -618,13 +670,16 @@ INSERT_PTD_SQL = (
     f"VALUES (%s, %s, %s, {', '.join(['%s'] * len(VALUE_COLUMNS))})"
 )
 
-CLEAR_ITEM_STATUS_SQL = "UPDATE items SET status_id = NULL WHERE status_id = %s"
-CLEAR_CFS_STATUS_SQL = "UPDATE cfs_items SET task_status_id = NULL WHERE task_status_id = %s AND project_id = %s"
-CLEAR_IM_STATUS_SQL = "UPDATE im_items SET task_status_id = NULL WHERE task_status_id = %s AND project_id = %s"
-DELETE_LINKS_SQL = "DELETE FROM itemstatus_task WHERE item_status_id = %s"
-DELETE_STATUS_SQL = "DELETE FROM ref_item_status WHERE id = %s"
+# `{marks}`: an id list bound by `for_ids`
+CLEAR_ITEM_STATUS_SQL = "UPDATE items SET status_id = NULL WHERE status_id IN ({marks})"
+CLEAR_CFS_STATUS_SQL = (
+    "UPDATE cfs_items SET task_status_id = NULL WHERE task_status_id IN ({marks}) AND project_id = %s"
+)
+CLEAR_IM_STATUS_SQL = "UPDATE im_items SET task_status_id = NULL WHERE task_status_id IN ({marks}) AND project_id = %s"
+DELETE_LINKS_SQL = "DELETE FROM itemstatus_task WHERE item_status_id IN ({marks})"
+DELETE_STATUS_SQL = "DELETE FROM ref_item_status WHERE id IN ({marks})"
 RENAME_STATUS_SQL = "UPDATE ref_item_status SET label = %s WHERE id = %s"
-DELETE_LINK_SQL = "DELETE FROM itemstatus_task WHERE id = %s"
+DELETE_LINK_SQL = "DELETE FROM itemstatus_task WHERE id IN ({marks})"
 UPDATE_LINK_SQL = "UPDATE itemstatus_task SET apply_after_finish = %s WHERE id = %s"
 INSERT_LINK_SQL = "INSERT INTO itemstatus_task (item_status_id, task_id, apply_after_finish) VALUES (%s, %s, %s)"
 INSERT_STATUS_SQL = "INSERT INTO ref_item_status (label, project_id) VALUES (%s, %s)"

@@ -32,6 +32,7 @@ OVERLAP = "Time range overlaps an existing entry."
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HHMM_RE = re.compile(r"^\d{1,2}:\d{2}$")
 PAGES_TASKS = (1, 3, 6, 34, 36, 38)  # T2's hard-coded "pages" tasks (seed header)
+MAX_BULK_IDS = 10_000  # T7: a production sheet selects one user's segments of a few days
 
 
 async def _principal(request: Request) -> Principal | None:
@@ -276,20 +277,21 @@ async def bulk_delete(request: Request) -> Response:
     principal = await _principal(request)
     body = await read_object(request)
     raw = body.get("ids")
-    ids: list[int] = []
-    if isinstance(raw, list):
-        for value in raw:
-            n = positive_number(value)
-            if n and n.is_integer() and n < 2**63 and int(n) not in ids:
-                ids.append(int(n))
+    # The cap comes before any element is read, and ids are collected in an ordered set: 18,699 distinct ids
+    # (a 101 KB body) used to hold the event loop for 3.4 s in a list membership test (issue 12 item 2).
+    if isinstance(raw, list) and len(raw) > MAX_BULK_IDS:
+        raise ApiError(400, "Too many ids")
+    ids: dict[int, None] = {}
+    for value in raw if isinstance(raw, list) else ():
+        n = positive_number(value)
+        if n and n.is_integer() and n < 2**63:
+            ids[int(n)] = None
     if not ids:
         raise ApiError(400, "ids is required")
-    if len(ids) > 10_000:
-        raise ApiError(400, "Too many ids")
     marks = ", ".join(["%s"] * len(ids))
     db: Database = request.state.db
     async with db.transaction() as cur:
-        await cur.execute(SELECT_MANY_FOR_UPDATE_SQL.format(marks=marks), ids)
+        await cur.execute(SELECT_MANY_FOR_UPDATE_SQL.format(marks=marks), list(ids))
         rows = await cur.fetchall()
         if any(not may_act_on(principal, r["user_id"]) for r in rows):
             raise ApiError(403, "Forbidden")
