@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,6 +34,7 @@ from asyncmy.cursors import DictCursor
 from pymysql.constants import CLIENT
 
 from ccsm_core.errors import ServiceUnavailable, is_db_unavailable
+from ccsm_core.fairness import PoolShare
 from ccsm_core.settings import Settings
 
 log = logging.getLogger("ccsm.db")
@@ -255,6 +257,7 @@ class Database:
         self.database = settings.db_name if database is None else database
         self.pool: Pool | None = None
         self._commit_hooks: list[CommitHook] = []
+        self.share: PoolShare | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -288,6 +291,13 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection, once the caller's user is within its share of the pool (`share`, issue 12 item 9;
+        set by the api service)."""
+        async with self.share.admit() if self.share else contextlib.nullcontext(), self._pooled() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[Connection]:
         pool = self.pool
         if pool is None:
             raise ServiceUnavailable()

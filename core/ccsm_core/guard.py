@@ -32,6 +32,7 @@ from starlette.requests import HTTPConnection
 
 from ccsm_core.db import Database
 from ccsm_core.errors import ApiError
+from ccsm_core.fairness import acting_user
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, TokenSubjectError, bearer_token
 
@@ -183,6 +184,7 @@ class Guard:
             raise ApiError(401, "Invalid or expired token")
         if not claims.may_use(conn.scope["path"]):
             raise ApiError(403, "Forbidden")
+        acting_user.set(claims.sub)  # whose share of the database pool this request uses (ccsm_core.fairness)
         # The role is the user's current one, not the one frozen in the token (fix 3).
         return Principal(id=claims.sub, role=state.role, login=claims.login, scope=claims.scope)
 

@@ -198,6 +198,20 @@ class Settings:
     db_acquire_timeout_s: float = setting(
         5.0, "DB_ACQUIRE_TIMEOUT_MS", MS_AS_SECONDS, "bounded wait for a pooled connection; past it a request gets 503"
     )
+    db_user_connections: int = setting(
+        3,
+        "DB_USER_CONNECTIONS",
+        INTEGER,
+        "pooled connections one user's requests may hold at once (at most `DB_POOL_SIZE` - 1; 0: no bound); "
+        "the rest wait, then get 429 + `Retry-After`",
+    )
+    db_user_queue: int = setting(
+        50,
+        "DB_USER_QUEUE",
+        INTEGER,
+        "requests of one user that may wait for one of those connections (each at most `DB_ACQUIRE_TIMEOUT_MS`); "
+        "more get 429 + `Retry-After` at once",
+    )
 
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0", "REDIS_URL", URL, "Redis (`redis://`, `rediss://` or `unix://`)"
@@ -430,6 +444,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("DB_POOL_SIZE must be at least 1")
     if s.response_cache_max_bytes < 0:
         raise ConfigError("RESPONSE_CACHE_MAX_BYTES must not be negative")
+    if s.db_user_connections < 0 or s.db_user_queue < 0:
+        raise ConfigError("DB_USER_CONNECTIONS and DB_USER_QUEUE must not be negative")
     if s.body_limit_bytes < 1:
         raise ConfigError("BODY_LIMIT_BYTES must be at least 1")
     if s.metrics_interval_s < 0.1:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from ccsm_api import customers, desktop, items, jira, lookups, projects, time_tracking, users
 from ccsm_api.bootstrap import bootstrap_cache
 from ccsm_api.openapi import openapi_json
-from ccsm_core import service
+from ccsm_core import fairness, service
+from ccsm_core.db import Database
+from ccsm_core.lifecycle import Lifecycle
 from ccsm_core.response_cache import PER_ROLE, UNCACHED, CommitBarrier
 from ccsm_core.routing import API
-from ccsm_core.service import ServiceSpec, route
+from ccsm_core.service import ServiceSpec, State, route
 from ccsm_core.settings import Settings, load_settings
 
 
@@ -49,6 +54,16 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+@asynccontextmanager
+async def pool_share(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
+    """Bounds one user's share of the database pool (issue 12 item 9, `ccsm_core.fairness`)."""
+    db: Database = state["db"]
+    db.share = fairness.pool_share(
+        settings.db_pool_size, settings.db_user_connections, settings.db_user_queue, settings.db_acquire_timeout_s
+    )
+    yield {}
+
+
 def spec(settings: Settings) -> ServiceSpec:
     return ServiceSpec(
         name=API,
@@ -56,6 +71,7 @@ def spec(settings: Settings) -> ServiceSpec:
         ready_checks=frozenset({"db"}),
         resources=[
             service.database,
+            pool_share,
             service.redis,
             service.change_publisher,
             service.guard,

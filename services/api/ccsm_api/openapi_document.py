@@ -146,6 +146,12 @@ def responses(
     out["413"] = error("The request body is over the size limit: `Request body too large`")
     if login:
         out["429"] = error("Too many attempts for this account or client address: `Too many requests`", RETRY_AFTER)
+    elif guard is not None:
+        out["429"] = error(
+            "This user already has DB_USER_CONNECTIONS requests using the database and DB_USER_QUEUE waiting, or "
+            "waited DB_ACQUIRE_TIMEOUT_MS: `Too many concurrent requests, please retry later`",
+            RETRY_AFTER,
+        )
     out["500"] = error("Unexpected failure: `Internal server error`")
     out["503"] = error("The database is unavailable, or the service is overloaded: `Service unavailable`", RETRY_AFTER)
     return dict(sorted(out.items()))
