@@ -49,11 +49,15 @@ def js_number(value: Any) -> float:
             return -math.inf
         return NAN
     if isinstance(value, list):
-        if len(value) == 0:
-            return 0.0
-        if len(value) == 1:
-            return js_number(value[0]) if not isinstance(value[0], dict) else NAN
-        return NAN
+        # [x] is Number(String(x)); unwrapped in a loop, as a JSON body may nest ~1,000 levels (past Python's
+        # recursion limit: a RecursionError, i.e. a 500)
+        while isinstance(value, list):
+            if len(value) == 0:
+                return 0.0
+            if len(value) > 1 or isinstance(value[0], dict):
+                return NAN
+            value = value[0]
+        return js_number(value)
     return NAN  # objects
 
 
@@ -86,8 +90,31 @@ def normalize_string(value: Any) -> str:
     if isinstance(value, str):
         return js_trim(value)
     if isinstance(value, list):
-        return js_trim(",".join(normalize_string(v) if v is not None else "" for v in value))
+        return _joined(value)
     return "[object Object]"
+
+
+def _joined(value: list[Any]) -> str:
+    """`String(array)`: elements joined with ",", nested arrays the same way, null as "" (each element trimmed, as
+    this module always has). Walked with an explicit stack: a JSON body may nest arrays ~1,000 levels deep, past
+    Python's recursion limit."""
+    parts: list[str] = []
+    stack = [iter(value)]
+    started = [False]  # whether the array on top of the stack has written an element yet
+    while stack:
+        for element in stack[-1]:
+            if started[-1]:
+                parts.append(",")
+            started[-1] = True
+            if isinstance(element, list):
+                stack.append(iter(element))
+                started.append(False)
+                break
+            parts.append("" if element is None else normalize_string(element))
+        else:
+            stack.pop()
+            started.pop()
+    return js_trim("".join(parts))
 
 
 def to_flag(value: Any) -> int:

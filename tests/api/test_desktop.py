@@ -437,6 +437,13 @@ def test_recorded_duplicate_starts_are_still_success(fresh_db: Settings) -> None
     assert (first.json(), again.json()) == ({"success": True}, {"success": True, "duplicate": True})
 
 
+def nested(depth: int) -> Any:
+    value: Any = {}
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) -> None:
     admin = auth(fresh_db, "admin")
     with api(fresh_db) as client:
@@ -462,6 +469,12 @@ def test_values_the_database_would_refuse_are_400s_not_500s(fresh_db: Settings) 
             ),
             ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 2, "valueType": "varchar", "value": "v" * 300}),
             ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 99, "valueType": "int", "value": 1}),
+            # deeper than orjson encodes (254 levels): used to be an encoder error, a 500
+            ("task-data", {"projectId": 1, "taskId": 1, "dataDefId": 2, "valueType": "json", "value": nested(300)}),
+            (
+                "activities/complete",
+                {"uuid": "refuse-1", "taskData": [{"dataDefId": 2, "valueType": "json", "value": nested(300)}]},
+            ),
             # dates MySQL cannot store, at the edge of the calendar too (issue 12 item 8: an OverflowError, 500);
             # a date is the first 10 characters, so only a datetime leaves the calendar by its offset
             *(

@@ -66,3 +66,18 @@ def test_js_trim_keeps_the_information_separators_python_would_strip() -> None:
 )
 def test_to_flag_is_one_only_for_the_four_true_spellings(value: object, flag: int) -> None:
     assert to_flag(value) == flag
+
+
+def nested(depth: int, leaf: object) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [1, 600, 1024])  # orjson parses up to 1,024 levels; Python recursed to ~500
+def test_arrays_nested_as_deep_as_a_body_can_hold_convert_like_javascript(depth: int) -> None:
+    assert normalize_string(nested(depth, " 7 ")) == "7"
+    assert js_number(nested(depth, "7")) == 7.0
+    assert math.isnan(js_number(nested(depth, [1, 2])))
+    assert normalize_string([nested(depth, 1), [], nested(depth, [2, None])]) == "1,,2,"

@@ -230,6 +230,23 @@ def test_extreme_instants_as_task_data_values_are_4xx_or_stored(
     assert {r.status_code for _, r in responses} <= {200, 201, 400}
 
 
+def test_arrays_nested_a_thousand_deep_in_every_documented_body_field_are_never_500(
+    client: httpx.Client, document: dict[str, Any], admin_headers: dict[str, str]
+) -> None:
+    # orjson accepts 1,024 levels; converting such a value like JavaScript's String()/Number() used to recurse
+    # past Python's limit (RecursionError: a 500), and orjson refuses to encode more than 254 (json task data).
+    headers = {**admin_headers, "content-type": "application/json"}
+    responses = []
+    for method, path, op in operations(document):
+        for field in body_fields(op, document):
+            for depth, leaf in ((1000, b'"1"'), (300, b"{}")):
+                raw = b'{"%s":' % field.encode() + b"[" * depth + leaf + b"]" * depth + b"}"
+                r = client.request(method, concrete(path), content=raw, headers=headers)
+                responses.append((f"{method} {path} {field} nested {depth}", r))
+    assert len(responses) > 100
+    assert_no_500(responses)
+
+
 def test_malformed_bodies_are_400_everywhere(
     client: httpx.Client, document: dict[str, Any], admin_headers: dict[str, str], raw: bytes
 ) -> None:

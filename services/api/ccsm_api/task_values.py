@@ -82,6 +82,15 @@ def _datetime_text(raw: str) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _json_text(value: Any) -> str:
+    """`JSON.stringify(value)`. orjson refuses to nest deeper than 254 levels, which a request body may (up to
+    1,024): that is the client's mistake, a 400, not an encoder error (a 500)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        raise ApiError(400, "A task data value is nested too deeply") from None
+
+
 def parse_value(value_type: str, value: Any) -> Any:
     """`parseTaskDataValue` (P4 step 5): the value for the typed column, or None. Values MySQL would reject (an
     unparseable date, a number out of range) are stored as NULL instead of failing the whole save with a 500."""
@@ -106,7 +115,7 @@ def parse_value(value_type: str, value: Any) -> Any:
         text = normalize_string(value).lower()
         return 1 if text in ("true", "1") else 0
     if kind == "json":
-        return value if isinstance(value, str) else orjson.dumps(value).decode()
+        return value if isinstance(value, str) else _json_text(value)
     if kind == "date":
         raw = normalize_string(value)
         return _date_text(raw) if raw else None
@@ -114,7 +123,7 @@ def parse_value(value_type: str, value: Any) -> Any:
         raw = normalize_string(value)
         return _datetime_text(raw) if raw else None
     if isinstance(value, dict):
-        return orjson.dumps(value).decode()  # String({...}) was "[object Object]": keep the data instead
+        return _json_text(value)  # String({...}) was "[object Object]": keep the data instead
     return normalize_string(value) if not isinstance(value, str) else value
 
 
