@@ -39,6 +39,12 @@ def stack(hostile_settings: Settings) -> Iterator[ServiceProcess]:
     assert proc.stop() in (0, 1)
 
 
-@pytest.fixture(scope="package")
+def admin_authorization(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TokenService(settings.jwt_secret).issue(1, 1, 'admin')}"}
+
+
+@pytest.fixture
 def admin_headers(hostile_settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TokenService(hostile_settings.jwt_secret).issue(1, 1, 'admin')}"}
+    """A token issued as each test starts: a generated request of an earlier test (Schemathesis changing the
+    admin's password through PUT /api/users/1) revokes the tokens issued before it (issue 12 item 4)."""
+    return admin_authorization(hostile_settings)
