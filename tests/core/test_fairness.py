@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -153,7 +154,9 @@ def other_users_requests(settings: Settings) -> list[tuple[str, str, str, dict[s
 
 @pytest.mark.slow
 def test_one_users_heavy_writes_leave_the_pool_to_everyone_else(fresh_db: Settings) -> None:
-    settings = fresh_db
+    # A one-second bound on waiting for a connection (DB_ACQUIRE_TIMEOUT_MS): a request of another user that has to
+    # wait longer than that for a free connection fails, so starving them shows as errors, not only as latency.
+    settings = dataclasses.replace(fresh_db, db_acquire_timeout_s=1.0)
     heavy_headers = {"Authorization": f"Bearer {token(settings, 'mreyes')}"}
     heavy: list[tuple[int, str | None, float]] = []  # (status, Retry-After, seconds)
     others: Counter[str] = Counter()
