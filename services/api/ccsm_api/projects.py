@@ -380,9 +380,12 @@ ID_CHUNK = 1000  # ids per `IN (...)` list
 
 
 async def insert_many(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """One multi-row INSERT: the driver batches `executemany` of an INSERT ... VALUES."""
-    if rows:
-        await cur.executemany(sql, rows)
+    """`sql`, a one-row `INSERT ... VALUES (%s, ...)`, as one multi-row INSERT per ID_CHUNK rows."""
+    head, _, group = sql.rpartition("VALUES")
+    for start in range(0, len(rows), ID_CHUNK):
+        chunk = rows[start : start + ID_CHUNK]
+        values = ", ".join([group.strip()] * len(chunk))  # placeholders only: every value is bound
+        await cur.execute(f"{head}VALUES {values}", [v for row in chunk for v in row])
 
 
 async def for_ids(cur: Any, sql: str, ids: list[int], *tail: Any) -> None:
