@@ -28,7 +28,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ccsm_core.errors import MESSAGES, ApiError, classify
+from ccsm_core.errors import MESSAGES, ApiError, classify, db_contention_kind
 from ccsm_core.logs import request_id_var
 from ccsm_core.metrics import Metrics
 from ccsm_core.settings import Settings
@@ -243,7 +243,10 @@ class EdgeMiddleware:
             raise
         except Exception as exc:  # the last line of defence: every escape becomes the error table's answer
             status, msg, headers = classify(exc)
-            if status >= 500:
+            contention = db_contention_kind(exc)
+            if contention is not None:  # a lost lock race: the client retries (Retry-After), nothing is broken
+                log.warning("database contention", extra={"kind": contention, "path": scope["path"]})
+            elif status >= 500:
                 log.error(
                     "unhandled error" if status == 500 else "dependency unavailable",
                     exc_info=exc if status == 500 else None,

@@ -87,6 +87,21 @@ DB_UNAVAILABLE: dict[int, str] = {
 }
 DB_UNAVAILABLE_CODES = frozenset(DB_UNAVAILABLE)
 
+# A statement that lost a lock race (MySQL server error reference): InnoDB has already rolled back the statement
+# (1205) or the whole transaction (1213), so nothing of the request was written and the client may simply send it
+# again. Not a fault of the request and not a broken connection: 503 with `Retry-After`, never a 500.
+DB_CONTENTION: dict[int, str] = {
+    1205: "lock-wait-timeout",  # ER_LOCK_WAIT_TIMEOUT: innodb_lock_wait_timeout passed
+    1213: "deadlock",  # ER_LOCK_DEADLOCK: chosen as the deadlock's victim
+}
+CONTENTION_RETRY_AFTER_S = 1
+
+
+def db_contention_kind(exc: BaseException) -> str | None:
+    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return DB_CONTENTION.get(exc.args[0])
+    return None
+
 
 def db_unavailable_kind(exc: BaseException) -> str | None:
     """What makes the database unusable (`access-denied`, `unknown-database`, `too-many-connections`,
@@ -135,4 +150,6 @@ def classify(exc: BaseException) -> tuple[int, str, dict[str, str]]:
         return exc.status_code, MESSAGES.get(exc.status_code, str(exc.detail)), headers
     if is_db_unavailable(exc):
         return 503, MESSAGES[503], {}
+    if db_contention_kind(exc) is not None:
+        return 503, MESSAGES[503], {"Retry-After": str(CONTENTION_RETRY_AFTER_S)}
     return 500, MESSAGES[500], {}

@@ -4,6 +4,7 @@ and `/ready` names the kind of refusal without the driver's text."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import uuid
@@ -16,7 +17,7 @@ from starlette.testclient import TestClient
 
 from ccsm_api.app import create_app as api_app
 from ccsm_auth.app import create_app as auth_app
-from ccsm_core.db import connect_sync
+from ccsm_core.db import Database, connect_sync
 from ccsm_core.errors import ServiceUnavailable, classify, db_unavailable_kind, unavailability_kind
 from ccsm_core.settings import Settings
 from tests.api.transcript import auth
@@ -121,7 +122,7 @@ def test_a_database_that_does_not_exist_is_503_and_ready_says_unknown_database(s
         (pymysql.err.InterfaceError(0, ""), "unreachable"),
         (ConnectionResetError(), "unreachable"),
         (pymysql.err.IntegrityError(1062, "Duplicate entry"), None),
-        (pymysql.err.OperationalError(1213, "Deadlock found"), None),
+        (pymysql.err.OperationalError(1054, "Unknown column"), None),
         (ValueError("a bug"), None),
     ],
 )
@@ -135,3 +136,40 @@ def test_the_kind_is_found_behind_the_service_unavailable_raised_from_it() -> No
     wrapped.__cause__ = pymysql.err.OperationalError(1045, "Access denied")  # `raise ServiceUnavailable() from exc`
     assert unavailability_kind(wrapped) == "access-denied"
     assert unavailability_kind(TimeoutError()) == "unreachable"
+
+
+def test_a_lock_wait_timeout_on_the_real_server_is_a_503_with_retry_after(fresh_db: Settings) -> None:
+    """A write that waits too long for a row another session holds: the server's 1205, through our pool, is a
+    retryable 503, not a 500 (lock waits and deadlocks roll back, so nothing was written)."""
+    holder = connect_sync(fresh_db, fresh_db.db_name)
+    try:
+        cur = holder.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SELECT id FROM customers WHERE id = 1 FOR UPDATE")
+
+        async def contend() -> BaseException:
+            db = Database(fresh_db)
+            await db.open()
+            try:
+                async with db.transaction() as tx:
+                    await tx.execute("SET SESSION innodb_lock_wait_timeout = 1")
+                    await tx.execute("UPDATE customers SET name = name WHERE id = 1")
+            except Exception as exc:
+                return exc
+            finally:
+                await db.close()
+            raise AssertionError("the update did not wait for the held row lock")
+
+        exc = asyncio.run(contend())
+    finally:
+        holder.rollback()
+        holder.close()
+    assert isinstance(exc, pymysql.err.MySQLError)
+    assert exc.args[0] == 1205
+    assert classify(exc) == (503, "Service unavailable", {"Retry-After": "1"})
+
+
+def test_a_deadlock_is_a_503_with_retry_after() -> None:
+    deadlock = pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+    assert classify(deadlock) == (503, "Service unavailable", {"Retry-After": "1"})
+    assert db_unavailable_kind(deadlock) is None  # the connection is fine: it goes back to the pool
