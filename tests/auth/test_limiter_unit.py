@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from ccsm_auth.limits import Limit, LoginLimiter, LoginLimits, RateLimited, Slot, address_ref
+from ccsm_auth.limits import (
+    LOCAL_MAX_ENTRIES,
+    Limit,
+    LoginLimiter,
+    LoginLimits,
+    RateLimited,
+    Slot,
+    _LocalCounters,
+    address_ref,
+)
 
 
 class FakeRedis:
@@ -162,3 +171,27 @@ def test_addresses_are_counted_by_host_ipv6_by_its_64(a: str, b: str) -> None:
 def test_other_ipv4_addresses_and_other_ipv6_64s_are_counted_apart() -> None:
     assert address_ref("198.51.100.7") != address_ref("198.51.100.8")
     assert address_ref("2001:db8:1:2::1") != address_ref("2001:db8:1:3::1")
+
+
+def test_a_flood_of_live_keys_is_pruned_to_three_quarters_so_the_next_prune_is_far_away() -> None:
+    """Redis down and a flood of distinct names: the per-process table must not be rescanned on every login."""
+    counters = _LocalCounters()
+    for i in range(LOCAL_MAX_ENTRIES):
+        counters.reserve(f"k{i}", 900.0, now=0.0)
+    assert len(counters.entries) == LOCAL_MAX_ENTRIES
+    counters.reserve("one-more", 900.0, now=1.0)  # over the cap, every window still live
+    assert len(counters.entries) == LOCAL_MAX_ENTRIES * 3 // 4
+    assert "k0" not in counters.entries  # the oldest are forgotten first
+    assert "one-more" in counters.entries  # the newest is kept
+    table = counters.entries
+    for i in range(LOCAL_MAX_ENTRIES // 4 - 1):
+        counters.reserve(f"n{i}", 900.0, now=2.0)
+    assert counters.entries is table  # a quarter of the cap later, still no rescan
+
+
+def test_ended_windows_are_dropped_before_any_live_one() -> None:
+    counters = _LocalCounters()
+    for i in range(LOCAL_MAX_ENTRIES):
+        counters.reserve(f"old{i}", 10.0, now=0.0)
+    counters.reserve("live", 900.0, now=100.0)
+    assert list(counters.entries) == ["live"]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import itertools
 import logging
 import math
 import time
@@ -154,6 +155,11 @@ class Slot:
         return self.count > 1
 
 
+# The per-process fallback's size: plenty for the failures of one task's clients during a Redis outage, and
+# small enough that its memory (~10 MB) cannot become the attack.
+LOCAL_MAX_ENTRIES = 100_000
+
+
 @dataclass
 class _LocalCounters:
     entries: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -171,9 +177,20 @@ class _LocalCounters:
             expires, count = now + window_s, 0
         count += 1
         self.entries[key] = (expires, count)
-        if len(self.entries) > 100_000:  # drop ended windows; a flood of names cannot grow this for ever
-            self.entries = {k: v for k, v in self.entries.items() if v[0] > now}
+        if len(self.entries) > LOCAL_MAX_ENTRIES:
+            self._prune(now)
         return count, expires - now
+
+    def _prune(self, now: float) -> None:
+        """Drop ended windows; when a flood of distinct keys keeps the table full of live ones, also forget the
+        oldest, down to three quarters of the cap. Either way the next prune is at least a quarter of the cap
+        away, so a flood costs a constant amount per login rather than a scan of the whole table each time."""
+        live = {k: v for k, v in self.entries.items() if v[0] > now}
+        keep = LOCAL_MAX_ENTRIES * 3 // 4
+        if len(live) > keep:
+            for k in list(itertools.islice(live, len(live) - keep)):  # dicts keep insertion order: oldest first
+                del live[k]
+        self.entries = live
 
     def refund(self, key: str, now: float) -> None:
         hit = self.entries.get(key)
