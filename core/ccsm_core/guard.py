@@ -23,6 +23,7 @@ import calendar
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,6 +224,18 @@ async def publish_revocation(
             await pipe.execute()
     except Exception as exc:
         log.warning("revocation publish failed", extra={"userId": user_id, "error": type(exc).__name__})
+
+
+def predates_revocation(issued_at: int | None, revoked_at: float | None) -> bool:
+    """Whether a token issued at `issued_at` (its `iat`, epoch seconds; None: the token has none) is older than its
+    user's last revocation at `revoked_at` (epoch seconds, fractional; None: never revoked), and so is refused.
+
+    The one rule the API guard and the gateway share (issue 12 item 4). `iat` is whole seconds, so a token issued
+    in the revocation's own second is let through: a login right after a password change must work, and the
+    token cannot tell which side of the instant it was issued on. A token without `iat` cannot show it is newer."""
+    if revoked_at is None:
+        return False
+    return issued_at is None or issued_at < math.floor(revoked_at)
 
 
 def revocation_retention_s(jwt_expires_seconds: int) -> float:

@@ -321,6 +321,26 @@ class Settings:
         default_doc="`0`: 2048 (auth, api), 18000 (ws-gateway, `make run`)",
     )
 
+    ws_max_sockets_per_user: int = setting(
+        10,
+        "WS_MAX_SOCKETS_PER_USER",
+        INTEGER,
+        "open `/ws/desktop` sockets per user and gateway process; beyond it the upgrade gets 429 (a desktop retries)",
+    )
+    ws_max_sockets_per_address: int = setting(
+        500,
+        "WS_MAX_SOCKETS_PER_ADDRESS",
+        INTEGER,
+        "open `/ws/desktop` sockets per client address (one office NAT holds many desktops); beyond it 429",
+    )
+    ws_user_check_s: float = setting(
+        15.0,
+        "WS_USER_CHECK_MS",
+        MS_AS_SECONDS,
+        "how often the gateway re-reads its connected users from MySQL (one query for all): deactivated or "
+        "revoked there, their sockets close with 4401",
+    )
+
     shutdown_grace_ms: int = setting(15000, "SHUTDOWN_GRACE_MS", MILLISECONDS, "drain window after SIGTERM")
     shutdown_force_ms: int = setting(
         30000, "SHUTDOWN_FORCE_MS", MILLISECONDS, "hard limit after SIGTERM: what remains is cancelled, exit 1"
@@ -446,6 +466,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("RESPONSE_CACHE_MAX_BYTES must not be negative")
     if s.db_user_connections < 0 or s.db_user_queue < 0:
         raise ConfigError("DB_USER_CONNECTIONS and DB_USER_QUEUE must not be negative")
+    if s.ws_max_sockets_per_user < 1 or s.ws_max_sockets_per_address < 1:
+        raise ConfigError("WS_MAX_SOCKETS_PER_USER and WS_MAX_SOCKETS_PER_ADDRESS must be at least 1")
+    if s.ws_user_check_s < 1:
+        raise ConfigError("WS_USER_CHECK_MS must be at least 1000")
     if s.body_limit_bytes < 1:
         raise ConfigError("BODY_LIMIT_BYTES must be at least 1")
     if s.metrics_interval_s < 0.1:
