@@ -23,6 +23,7 @@ from tests.harness import ServiceProcess, running
 pytestmark = pytest.mark.slow
 
 GATEWAY_ENV = {"LOG_LEVEL": "info"}  # the tests wait on info lines (startup, subscription)
+DEBUG_ENV = {"LOG_LEVEL": "debug"}  # and on "slow client closed", a per-connection line, so debug (issue 12 item 11)
 WRITE_REASONS = {"pool-query", "pool-execute", "connection-query", "connection-execute", "transaction-commit"}
 
 
@@ -122,7 +123,7 @@ def test_a_slow_client_that_never_reads_is_dropped_with_1013_while_a_fast_one_ke
     settings: Settings,
 ) -> None:
     payload = orjson.dumps({"type": "db-changed", "reason": "pool-query", "pad": "x" * 16_000, "ts": 1})
-    with running("ccsm_gateway", settings, GATEWAY_ENV) as gw:
+    with running("ccsm_gateway", settings, DEBUG_ENV) as gw:
         gw.wait_for_line("subscribed to db-changed")
         slow = RawSocket(gw.port, token_for(settings, user_id=3), rcvbuf=4096)
 
@@ -198,7 +199,7 @@ def test_sigterm_closes_every_socket_with_1012_and_exits_within_the_grace_period
 def test_sigterm_does_not_wait_for_a_peer_that_stopped_reading(settings: Settings) -> None:
     """A desktop that vanished (or stopped reading) leaves unsent bytes behind: the 1012 close cannot be delivered,
     and a graceful transport close would wait for it until the force limit. Shutdown still ends in the grace."""
-    env = {**GATEWAY_ENV, "SHUTDOWN_GRACE_MS": "5000", "SHUTDOWN_FORCE_MS": "20000"}
+    env = {**DEBUG_ENV, "SHUTDOWN_GRACE_MS": "5000", "SHUTDOWN_FORCE_MS": "20000"}
     proc = ServiceProcess("ccsm_gateway", settings, env)
     stuck: RawSocket | None = None
     try:

@@ -27,9 +27,10 @@ async def open_socket(
     token: str | None = None,
     origin: str | None = None,
     path: str = "/ws/desktop",
+    headers: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> ClientConnection:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     if origin is not None:
         headers["Origin"] = origin
     return await connect(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,8 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccsm_core import service
+from ccsm_core.db import Database
+from ccsm_core.edge import TrustedProxies
 from ccsm_core.lifecycle import Lifecycle
 from ccsm_core.metrics import OPEN_SOCKETS, SLOW_CONSUMER_CLOSES, Metrics
 from ccsm_core.routing import GATEWAY
@@ -18,6 +21,7 @@ from ccsm_core.settings import Settings, load_settings
 from ccsm_core.tokens import TokenService
 from ccsm_gateway.desktop_socket import ENDPOINT, DesktopSocket
 from ccsm_gateway.hub import Hub
+from ccsm_gateway.users import UserChecks, read_users
 
 
 def routes() -> list[BaseRoute]:
@@ -27,7 +31,8 @@ def routes() -> list[BaseRoute]:
 
 @asynccontextmanager
 async def hub(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIterator[State]:
-    """The process's one Redis subscription and its sockets (needs `keyspace`)."""
+    """The process's one Redis subscription and its sockets (needs `keyspace`), and, with auth on and a database
+    in the state, the periodic check of the connected users (`ccsm_gateway.users`)."""
     metrics: Metrics = state["metrics"]
     the_hub = Hub(settings, state["keyspace"], metrics=metrics)
     metrics.gauge(OPEN_SOCKETS, lambda: len(the_hub.clients))
@@ -36,14 +41,37 @@ async def hub(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIt
     tokens = state.get("tokens") or TokenService(
         settings.jwt_secret, settings.jwt_secret_previous, settings.jwt_expires_seconds
     )
+    db: Database | None = state.get("db")
+    checks: UserChecks | None = None
+    if settings.auth_required and db is not None:
+        checks = UserChecks(
+            functools.partial(read_users, db),
+            the_hub.by_user.keys,
+            the_hub.apply_user_records,
+            settings.ws_user_check_s,
+        )
+        checks.start()
     try:
-        yield {"hub": the_hub, "tokens": tokens}
+        yield {
+            "hub": the_hub,
+            "tokens": tokens,
+            "users": checks,
+            "proxies": state.get("proxies") or TrustedProxies(settings.trusted_proxies),
+        }
     finally:
+        if checks is not None:
+            await checks.close()
         await the_hub.close()
 
 
 def spec(settings: Settings) -> ServiceSpec:
-    return ServiceSpec(name=GATEWAY, routes=routes(), ready_checks=frozenset({"redis"}), resources=[service.redis, hub])
+    # MySQL is read by the user checks only, and they fail open: /ready stays Redis-only (see ccsm_gateway.users).
+    return ServiceSpec(
+        name=GATEWAY,
+        routes=routes(),
+        ready_checks=frozenset({"redis"}),
+        resources=[service.redis, service.database, hub],
+    )
 
 
 class DirectSocketPath:

@@ -29,13 +29,16 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from ccsm_core.edge import header
+from ccsm_core.edge import TrustedProxies, header
+from ccsm_core.guard import predates_revocation
 from ccsm_core.params import positive_number
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
 from ccsm_gateway.hub import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Hub, Outbox, frame
+from ccsm_gateway.users import Lookup, Unknown, UserChecks
 
 ENDPOINT = "/ws/desktop"
+RETRY_AFTER_S = 30  # the desktop's longest back-off step
 log = logging.getLogger("ccsm.gateway")
 
 
@@ -47,6 +50,8 @@ class DesktopSocket:
         hub: Hub = state["hub"]
         settings: Settings = state["settings"]
         tokens: TokenService = state["tokens"]
+        proxies: TrustedProxies = state["proxies"]
+        users: UserChecks | None = state.get("users")
 
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -54,7 +59,8 @@ class DesktopSocket:
 
         origin = header(scope, b"origin")
         if origin is not None and origin not in settings.cors_origins:
-            log.warning("websocket refused: origin not allowed", extra={"origin": origin[:200]})
+            # Per connection, so debug: anyone can send upgrades with any Origin (issue 12 item 11).
+            log.debug("websocket refused: origin not allowed", extra={"origin": origin[:200]})
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
 
@@ -70,6 +76,8 @@ class DesktopSocket:
                 claims = tokens.verify(token)
                 if hub.revoked_since(claims.sub, claims.iat):
                     raise TokenError("issued before its user was revoked")
+                if users is not None and refused_by_database(await users.lookup(claims.sub), claims.iat):
+                    raise TokenError("user inactive, deleted, or revoked since the token was issued")
             except TokenError:
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": "Unauthorized"})
@@ -78,11 +86,33 @@ class DesktopSocket:
             issued_at = claims.iat
             expires_at = claims.exp + LEEWAY_S  # the instant `verify` starts refusing it
 
+        address = proxies.client_ip(scope)
+        over = hub.admit(auth_user, address)
+        if over is not None:
+            await send_refusal(send, over)
+            return
+        # This frame stays for the socket's life: keep nothing in it that the socket no longer needs.
+        state = tokens = proxies = users = token = claims = origin = None  # type: ignore[assignment]
+        try:
+            await self.serve(scope, receive, send, hub, settings, auth_user, issued_at, expires_at)
+        finally:
+            hub.release(auth_user, address)
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        hub: Hub,
+        settings: Settings,
+        auth_user: int | None,
+        issued_at: int | None,
+        expires_at: float | None,
+    ) -> None:
         await send({"type": "websocket.accept"})
         # The socket may live for hours: keep nothing in this frame or the scope that it no longer needs.
         scope["headers"] = ()
         scope["state"] = None
-        state = tokens = token = claims = origin = None  # type: ignore[assignment]
         box = hub.outbox(send)
         expiry: asyncio.TimerHandle | None = None
         try:
@@ -106,8 +136,34 @@ class DesktopSocket:
             hub.discard(box)
 
 
+def refused_by_database(record: Lookup, issued_at: int | None) -> bool:
+    """Whether the database's answer refuses a token of that user issued at `issued_at` (UNKNOWN: fail open)."""
+    if isinstance(record, Unknown):
+        return False
+    return record is None or not record.active or predates_revocation(issued_at, record.revoked_at)
+
+
+REFUSAL_BODY = orjson.dumps({"error": "Too many connections"})
+
+
+async def send_refusal(send: Send, over: str) -> None:
+    """The answer to an upgrade over a socket cap: HTTP 429 before the handshake (the desktop's client reports an
+    error and reconnects with its back-off, 1 s doubling to 30 s; it stops only on 4401/4403)."""
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", str(RETRY_AFTER_S).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": REFUSAL_BODY})
+
+
 def _expire(box: Outbox) -> None:
-    log.info("socket closed: token expired", extra={"userId": box.user_id})
+    log.debug("socket closed: token expired", extra={"userId": box.user_id})
     box.close(CLOSE_UNAUTHORIZED, "Token expired")
 
 
@@ -139,7 +195,7 @@ def on_message(hub: Hub, box: Outbox, auth_user: int | None, settings: Settings,
             return
         user_id: int | float = int(user) if user.is_integer() and math.isfinite(user) else user
         if auth_user is not None and user_id != auth_user:
-            log.warning("identify refused: not the token's user", extra={"userId": auth_user})
+            log.debug("identify refused: not the token's user", extra={"userId": auth_user})
             box.text(frame(type="identified", ok=False, error="Forbidden"))
             box.close(CLOSE_FORBIDDEN, "Forbidden")
             return

@@ -30,21 +30,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from ccsm_core.guard import revocation_retention_s
+from ccsm_core.guard import predates_revocation, revocation_retention_s
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.metrics import Metrics
 from ccsm_core.settings import Settings
 from ccsm_gateway.fanout import FanOut
+from ccsm_gateway.users import UserRecord
 
 # The broadcast shortcut depends on internals of uvicorn 0.54.0 (websockets_sansio_impl.WebSocketsSansIOProtocol:
 # `conn`, `transport`, `writable`, `close_sent`, `disconnected`, `handshake_complete`, `initial_response`; its
@@ -75,9 +75,20 @@ PING_EVERY_S = 10.0  # on the subscription connection; 3 intervals without a rep
 CATCH_UP_TIMEOUT_S = 2.0  # one read of the revocation log; a connection that stalls is dropped and retried
 REVOKED_LIMIT = 100_000  # users remembered as revoked; a log longer than this is read newest first
 
+REFUSALS_REPORT_S = 60.0  # refused upgrades are summed up in one line per minute, never one line each
+
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+
+
+def _decrement(counter: Counter[Any], key: Any) -> None:
+    """One less of `key`; a count that reaches 0 leaves the counter (it must not grow with every address seen)."""
+    left = counter[key] - 1
+    if left > 0:
+        counter[key] = left
+    else:
+        counter.pop(key, None)
 
 
 def now_ms() -> int:
@@ -226,7 +237,8 @@ class Outbox:
         return True
 
     def _overflow(self) -> None:
-        log.warning("slow client closed (1013)", extra={"queued": self.limit, "userId": self.user_id})
+        # Per connection, so debug (anyone can open sockets that never read); the count is in `Hub.slow_closed`.
+        log.debug("slow client closed (1013)", extra={"queued": self.limit, "userId": self.user_id})
         self.hub.slow_closed += 1
         if self._pending is not None:
             self._pending.clear()
@@ -329,6 +341,14 @@ class Hub:
         self.queue_limit = queue_limit
         self.clients: set[Outbox] = set()
         self.by_user: dict[int, set[Outbox]] = {}
+        # Open connections (from the upgrade to the connection's end) per user and per client address: the caps
+        # of `admit`. Counted apart from `clients`, which a socket leaves as soon as it starts closing.
+        self.max_per_user = settings.ws_max_sockets_per_user
+        self.max_per_address = settings.ws_max_sockets_per_address
+        self.open_per_user: Counter[int] = Counter()
+        self.open_per_address: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # since the last report line
+        self._report: asyncio.TimerHandle | None = None
         self.subscribed = asyncio.Event()
         self.subscriptions = 0  # how many times the subscription was (re)established
         self.revocation_retention_s = revocation_retention_s(settings.jwt_expires_seconds)
@@ -345,6 +365,46 @@ class Hub:
         self._catch_up_task: asyncio.Task[None] | None = None
 
     # --- sockets ------------------------------------------------------------------------------------------------
+
+    def admit(self, user_id: int | None, address: str) -> str | None:
+        """Count a new connection of `user_id` (None: not known yet, auth off) from `address`, or say why it is
+        refused ("user" or "address" cap reached: the upgrade is answered 429, which the desktop retries with
+        back-off; its own older sockets close within a ping interval when they are dead). Checked and counted in
+        one step, so concurrent upgrades cannot overshoot. Every admitted connection is `release`d once."""
+        if user_id is not None and self.open_per_user[user_id] >= self.max_per_user:
+            reason = "user"
+        elif self.open_per_address[address] >= self.max_per_address:
+            reason = "address"
+        else:
+            if user_id is not None:
+                self.open_per_user[user_id] += 1
+            self.open_per_address[address] += 1
+            return None
+        self.refused[reason] += 1
+        if self._report is None:
+            self._report = asyncio.get_running_loop().call_later(REFUSALS_REPORT_S, self._report_refusals)
+        return reason
+
+    def release(self, user_id: int | None, address: str) -> None:
+        """The connection `admit` counted has ended."""
+        if user_id is not None:
+            _decrement(self.open_per_user, user_id)
+        _decrement(self.open_per_address, address)
+
+    def _report_refusals(self) -> None:
+        self._report = None
+        if self.refused:
+            log.warning(
+                "websocket upgrades refused at the socket caps",
+                extra={
+                    "perUser": self.refused["user"],
+                    "perAddress": self.refused["address"],
+                    "inS": REFUSALS_REPORT_S,
+                    "maxPerUser": self.max_per_user,
+                    "maxPerAddress": self.max_per_address,
+                },
+            )
+            self.refused.clear()
 
     def outbox(self, send: Send) -> Outbox:
         box = Outbox(send, self, self.queue_limit)
@@ -413,7 +473,7 @@ class Hub:
         at = self.revoked.get(user_id)
         if at is None or at < time.time() - self.revocation_retention_s:
             return False
-        return issued_at is None or issued_at < math.floor(at)
+        return predates_revocation(issued_at, at)
 
     def apply_revocation_log(self, entries: Iterable[Any]) -> int:
         """Revocations read from the log (pairs of member user id, score epoch ms): remember each, and close every
@@ -433,6 +493,24 @@ class Hub:
                     closed += 1
         if closed:
             log.info("sockets closed after missed revocations", extra={"sockets": closed})
+        return closed
+
+    def apply_user_records(self, checked: Iterable[int], records: Mapping[int, UserRecord]) -> int:
+        """What the database says now about users that have sockets here (`checked`; a user missing from `records`
+        was deleted): an inactive or deleted user's sockets close with 4401, and so does each socket whose token
+        predates the user's `tokens_revoked_at` (remembered, so such a token cannot open a new socket either).
+        Returns how many sockets were closed."""
+        closed = 0
+        for user_id in checked:
+            record = records.get(user_id)
+            if record is not None and record.revoked_at is not None:
+                self._remember(user_id, record.revoked_at)
+            for box in list(self.by_user.get(user_id, ())):
+                if record is None or not record.active or predates_revocation(box.issued_at, record.revoked_at):
+                    box.close(CLOSE_UNAUTHORIZED, "Unauthorized")
+                    closed += 1
+        if closed:
+            log.info("sockets closed after the database check of their users", extra={"sockets": closed})
         return closed
 
     def _remember(self, user_id: int, at: float) -> None:
@@ -455,6 +533,9 @@ class Hub:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        if self._report is not None:
+            self._report.cancel()
+            self._report_refusals()
         for task in (self._task, self._catch_up_task):
             if task is not None:
                 await stop(task)
