@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from ccsm_core.db import connect_sync
 from ccsm_core.guard import publish_revocation, revocation_retention_s
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.settings import Settings
@@ -139,9 +141,26 @@ def test_a_revocation_published_while_the_subscription_was_stalled_closes_that_u
     assert subscriptions == 2
 
 
+@pytest.fixture
+def user_9201(settings: Settings) -> Iterator[int]:
+    """A user of its own (the gateway checks that a socket's user exists and is active): its revocation, logged in
+    Redis for the rest of the run, concerns no other test."""
+    conn = connect_sync(settings, settings.db_name)
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "INSERT INTO users (id, first_name, last_name, email, login, password, authcode, system_role, is_active,"
+            " is_ccs) VALUES (9201, 'Rev', 'Oked', 'revoked@ccsm.test', 'revoked9201', 'x', '920192', 2, 1, 1)"
+        )
+        yield 9201
+        cur.execute("DELETE FROM users WHERE id = 9201")
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_a_gateway_refuses_a_token_older_than_its_users_revocation_and_so_does_one_started_after_it(
-    settings: Settings,
+    settings: Settings, user_9201: int
 ) -> None:
     old_token = token_for(settings, user_id=9201, now=time.time() - 60)
 
