@@ -24,6 +24,7 @@ from ccsm_core.server import exit_with, serve
 from ccsm_core.service import ServiceSpec
 from ccsm_core.settings import ConfigError, Settings, load_settings
 from ccsm_gateway.app import spec as gateway_spec
+from ccsm_gateway.transport import DesktopConnection
 
 ROOT = Path(__file__).resolve().parent
 SEED = ROOT / "fixtures" / "seed.sql"
@@ -94,7 +95,7 @@ def main() -> None:
     configure_logging("dev", settings.log_level)
     if settings.is_local:
         bootstrap(settings)
-    exit_with(serve(create_app(settings), settings, ws=True))
+    exit_with(serve(create_app(settings), settings, ws=DesktopConnection))
 
 
 if __name__ == "__main__":

@@ -189,7 +189,10 @@ def process_name(pid: int) -> str | None:
         return None
 
 
-def connection_limit(settings: Settings, ws: bool) -> int:
+WebSocketSupport = bool | type  # off, uvicorn's websockets-sansio, or a protocol class of the service's own
+
+
+def connection_limit(settings: Settings, ws: WebSocketSupport) -> int:
     """MAX_CONNECTIONS, or the service's default; never more than the open-file limit leaves room for."""
     wanted = settings.max_connections or (WS_MAX_CONNECTIONS if ws else HTTP_MAX_CONNECTIONS)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -203,7 +206,10 @@ def connection_limit(settings: Settings, ws: bool) -> int:
     return wanted
 
 
-def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> ServiceConfig:
+def uvicorn_config(app: Starlette, settings: Settings, ws: WebSocketSupport) -> ServiceConfig:
+    # A class is uvicorn's `ws` protocol class: the ws-gateway's own transport (ccsm_gateway.transport), which
+    # takes the same settings below (frame cap, no deflate, ping interval and time-out) from this config, and
+    # whose sockets count among the connections MAX_CONNECTIONS bounds.
     guard = ConnectionGuard(
         ErrorResponses(settings),
         head_limit=settings.header_limit_bytes,
@@ -217,7 +223,8 @@ def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> ServiceConfi
         port=settings.port,
         loop="uvloop",
         http=HttpProtocol,
-        ws="websockets-sansio" if ws else "none",  # HttpProtocol adjusts each one (protocols.websocket_protocol)
+        # HttpProtocol adjusts uvicorn's own WebSocket protocol (protocols.websocket_protocol); a class is used as is
+        ws=ws if isinstance(ws, type) else ("websockets-sansio" if ws else "none"),
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -232,7 +239,7 @@ def uvicorn_config(app: Starlette, settings: Settings, ws: bool) -> ServiceConfi
     )
 
 
-def serve(app: Starlette, settings: Settings, ws: bool = False) -> int:
+def serve(app: Starlette, settings: Settings, ws: WebSocketSupport = False) -> int:
     """Serve until a signal; returns the process exit code (0 clean drain, 1 forced, 3 start-up failure)."""
     lifecycle: Lifecycle = app.state.lifecycle
     config = uvicorn_config(app, settings, ws)
@@ -261,7 +268,7 @@ def exit_with(code: int) -> None:
     sys.exit(code)
 
 
-def run_service(name: str, create_app: Any, ws: bool = False) -> None:
+def run_service(name: str, create_app: Any, ws: WebSocketSupport = False) -> None:
     """The `python -m <service>` entry point: settings (one clear line and exit 2 when invalid), logs, serve."""
     from ccsm_core.logs import configure_logging
     from ccsm_core.settings import ConfigError, load_settings

@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 from ccsm_core.settings import Settings
 from ccsm_gateway.hub import Hub
 from tests.gateway.test_outbox import FakeKeyspace
-from tests.gateway.wsclient import WAIT_S, open_socket, opened, recv_type, token_for
+from tests.gateway.wsclient import WAIT_S, close_code, open_socket, opened, recv_type, token_for
 from tests.harness import ServiceProcess, running
 
 pytestmark = pytest.mark.slow
@@ -115,3 +115,34 @@ def test_the_counts_follow_admissions_and_releases_and_forget_addresses_without_
     assert answers == [None, None, "user", None, "address", None]
     assert per_user == {}
     assert per_address == {}
+
+
+def test_per_connection_events_are_not_logged_at_info_and_no_line_holds_a_token(settings: Settings) -> None:
+    token = token_for(settings, user_id=2)
+    expired = token_for(settings, user_id=2, ttl_s=1, now=time.time() - 10)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            with pytest.raises(InvalidStatus):
+                await open_socket(gw, token, origin="https://evil.example.net")
+            async with await opened(gw, token) as ws:
+                await ws.send('{"type":"identify","userId":3}')
+                assert (await close_code(ws))[0] == 4403
+            async with await open_socket(gw, expired) as ws:
+                assert (await close_code(ws))[0] == 4401
+            async with await open_socket(gw, token, path=f"/ws/desktop?token={token}") as ws:
+                await ws.send('{"type":"ping"}')
+                await recv_type(ws, "pong")
+        held = [await opened(gw, token) for _ in range(2)]
+        assert (await refusal(gw, token))[0] == 429
+        for ws in held:
+            await ws.close()
+
+    with running("ccsm_gateway", settings, {"LOG_LEVEL": "info", "WS_MAX_SOCKETS_PER_USER": "2"}) as gw:
+        gw.wait_for_line("subscribed to db-changed")
+        asyncio.run(scenario())
+        gw.stop()
+    lines = gw.lines
+    assert not [line for line in lines if token in line or expired in line]
+    per_connection = ("origin not allowed", "identify refused", "token expired", "[accepted]", "connection open")
+    assert not [line for line in lines if any(text in line for text in per_connection)]

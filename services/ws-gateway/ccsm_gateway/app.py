@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccsm_core import service
 from ccsm_core.db import Database
@@ -21,6 +20,7 @@ from ccsm_core.settings import Settings, load_settings
 from ccsm_core.tokens import TokenService
 from ccsm_gateway.desktop_socket import ENDPOINT, DesktopSocket
 from ccsm_gateway.hub import Hub
+from ccsm_gateway.transport import Gateway
 from ccsm_gateway.users import UserChecks, read_users
 
 
@@ -51,14 +51,12 @@ async def hub(settings: Settings, lifecycle: Lifecycle, state: State) -> AsyncIt
             settings.ws_user_check_s,
         )
         checks.start()
+    proxies = state.get("proxies") or TrustedProxies(settings.trusted_proxies)
+    gateway = Gateway(the_hub, tokens, settings, proxies, checks)
     try:
-        yield {
-            "hub": the_hub,
-            "tokens": tokens,
-            "users": checks,
-            "proxies": state.get("proxies") or TrustedProxies(settings.trusted_proxies),
-        }
+        yield {"hub": the_hub, "tokens": tokens, "users": checks, "proxies": proxies, "gateway": gateway}
     finally:
+        gateway.close()
         if checks is not None:
             await checks.close()
         await the_hub.close()
@@ -74,23 +72,6 @@ def spec(settings: Settings) -> ServiceSpec:
     )
 
 
-class DirectSocketPath:
-    """`/ws/desktop` upgrades go straight to the endpoint, ahead of the router and the HTTP middleware (which
-    pass WebSockets through untouched anyway). A desktop socket lives for hours in this call chain, so every
-    coroutine frame in it is held per socket: this keeps the chain 3 frames deep instead of 10, and each
-    send skips the exception middleware's wrapper (bench/ws_fanout.py measures both)."""
-
-    def __init__(self, app: ASGIApp, endpoint: ASGIApp) -> None:
-        self.app = app
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == ENDPOINT:
-            await self.endpoint(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings(GATEWAY)
     app = service.build_service_app(
@@ -98,5 +79,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings,
         startup_lines=[f"WebSocket started on endpoint: ws://{settings.host}:{settings.port}/ws/desktop"],
     )
-    app.middleware_stack = DirectSocketPath(app.build_middleware_stack(), DesktopSocket())
     return app

@@ -34,7 +34,7 @@ from ccsm_core.guard import predates_revocation
 from ccsm_core.params import positive_number
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
-from ccsm_gateway.hub import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Hub, Outbox, frame
+from ccsm_gateway.hub import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Hub, Outbox, Socket, frame
 from ccsm_gateway.users import Lookup, Unknown, UserChecks
 
 ENDPOINT = "/ws/desktop"
@@ -180,7 +180,7 @@ def parse(message: Message) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def on_message(hub: Hub, box: Outbox, auth_user: int | None, settings: Settings, message: Message) -> None:
+def on_message(hub: Hub, box: Socket, auth_user: int | None, settings: Settings, message: Message) -> None:
     msg = parse(message)
     if msg is None:
         return

@@ -34,7 +34,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -165,6 +165,20 @@ def wire_text_frame(text: str) -> bytes | None:
         return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
     except Exception:  # pragma: no cover - a websockets whose Frame changed: every frame via `send`
         return None
+
+
+class Socket(Protocol):
+    """What the hub needs of a socket: the ASGI `Outbox` below, or `ccsm_gateway.transport.DesktopConnection`."""
+
+    user_id: int | None
+    issued_at: int | None
+    closing: bool
+
+    def text(self, text: str) -> bool: ...
+    def offer(self, message: Message) -> bool: ...
+    def direct_fd(self) -> int: ...
+    def finish_write(self, wire: bytes, written: int) -> None: ...
+    def close(self, code: int, reason: str = "") -> None: ...
 
 
 class Outbox:
@@ -339,8 +353,8 @@ class Hub:
         self.poll_s = min(POLL_TIMEOUT_S, ping_every_s)
         self.keyspace = keyspace
         self.queue_limit = queue_limit
-        self.clients: set[Outbox] = set()
-        self.by_user: dict[int, set[Outbox]] = {}
+        self.clients: set[Socket] = set()
+        self.by_user: dict[int, set[Socket]] = {}
         # Open connections (from the upgrade to the connection's end) per user and per client address: the caps
         # of `admit`. Counted apart from `clients`, which a socket leaves as soon as it starts closing.
         self.max_per_user = settings.ws_max_sockets_per_user
@@ -411,7 +425,7 @@ class Hub:
         self.clients.add(box)
         return box
 
-    def bind_user(self, box: Outbox, user_id: int, issued_at: int | None = None) -> None:
+    def bind_user(self, box: Socket, user_id: int, issued_at: int | None = None) -> None:
         box.issued_at = issued_at
         if box.user_id == user_id:
             return
@@ -419,7 +433,7 @@ class Hub:
         box.user_id = user_id
         self.by_user.setdefault(user_id, set()).add(box)
 
-    def _unbind(self, box: Outbox) -> None:
+    def _unbind(self, box: Socket) -> None:
         if box.user_id is None:
             return
         group = self.by_user.get(box.user_id)
@@ -428,7 +442,7 @@ class Hub:
             if not group:
                 del self.by_user[box.user_id]
 
-    def discard(self, box: Outbox) -> None:
+    def discard(self, box: Socket) -> None:
         self.clients.discard(box)
         self._unbind(box)
 
@@ -438,7 +452,7 @@ class Hub:
         sent = 0
         message = {"type": "websocket.send", "text": text}  # one message for all: servers do not mutate it
         wire = wire_text_frame(text) if self.direct_writes else None
-        boxes: list[Outbox] = []
+        boxes: list[Socket] = []
         fds: list[int] = []
         for box in list(self.clients):
             fd = box.direct_fd() if wire is not None else -1
