@@ -55,6 +55,7 @@ from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
 from ccsm_gateway.desktop_socket import ENDPOINT, RETRY_AFTER_S, on_message, refused_by_database
 from ccsm_gateway.hub import CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED, Hub, Message, frame
+from ccsm_gateway.memory import Trimmer
 from ccsm_gateway.users import Lookup, UserChecks
 
 log = logging.getLogger("ccsm.gateway")
@@ -115,6 +116,7 @@ class Heartbeat:
         self.expiries: list[tuple[float, int, DesktopConnection]] = []
         self.sequence = itertools.count()
         self.open = 0
+        self.trimmer = Trimmer()  # memory back to the system after a burst of closes (ccsm_gateway.memory)
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
 
@@ -125,9 +127,6 @@ class Heartbeat:
         self.open += 1
         if expires_at is not None:
             heapq.heappush(self.expiries, (expires_at, next(self.sequence), conn))
-            if len(self.expiries) > 2 * self.open + 1024:
-                self.expiries = [e for e in self.expiries if e[2].slot >= 0]
-                heapq.heapify(self.expiries)
         if self._handle is None:
             loop = asyncio.get_running_loop()
             self._next = loop.time() + 1.0
@@ -138,6 +137,11 @@ class Heartbeat:
             self.slots[conn.slot].discard(conn)
             conn.slot = -1
             self.open -= 1
+            self.trimmer.note_closed()
+            if len(self.expiries) > 2 * self.open + 64:
+                # Closed connections' entries would keep them (and their transports) alive until they expire.
+                self.expiries = [e for e in self.expiries if e[2].slot >= 0]
+                heapq.heapify(self.expiries)
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,6 +155,7 @@ class Heartbeat:
             _, _, conn = heapq.heappop(expiries)
             if conn.slot >= 0:
                 conn.expire()
+        self.trimmer.tick()
         self._next = max(self._next + 1.0, loop.time())
         self._handle = loop.call_at(self._next, self._tick)
 
