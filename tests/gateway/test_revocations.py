@@ -79,14 +79,15 @@ def test_a_logged_revocation_closes_only_the_sockets_whose_token_predates_it() -
     assert closing == [True, False, False]
 
 
-def test_a_token_issued_before_a_remembered_revocation_is_refused_and_one_from_its_second_on_is_not() -> None:
+def test_a_token_issued_before_a_remembered_revocation_or_in_its_second_is_refused_and_a_later_one_is_not() -> None:
     hub = Hub(Settings(), FakeKeyspace())  # type: ignore[arg-type]
     hub.fanout.close()
     revoked_at = time.time() - 30
     hub.apply_revocation_log([("9", revoked_at * 1000)])
     assert hub.revoked_since(9, int(revoked_at) - 1)
     assert hub.revoked_since(9, None)  # a token without `iat` cannot show it is newer
-    assert not hub.revoked_since(9, int(revoked_at))
+    assert hub.revoked_since(9, int(revoked_at))  # its second began before the revocation (ccsm_core.guard)
+    assert not hub.revoked_since(9, int(revoked_at) + 1)
     assert not hub.revoked_since(10, int(revoked_at) - 1)
 
 

@@ -65,7 +65,7 @@ class DesktopSocket:
             return
 
         auth_user: int | None = None
-        issued_at: int | None = None
+        issued_at: float | None = None
         expires_at: float | None = None
         token = claims = None
         if settings.auth_required:
@@ -106,7 +106,7 @@ class DesktopSocket:
         hub: Hub,
         settings: Settings,
         auth_user: int | None,
-        issued_at: int | None,
+        issued_at: float | None,
         expires_at: float | None,
     ) -> None:
         await send({"type": "websocket.accept"})
@@ -136,7 +136,7 @@ class DesktopSocket:
             hub.discard(box)
 
 
-def refused_by_database(record: Lookup, issued_at: int | None) -> bool:
+def refused_by_database(record: Lookup, issued_at: float | None) -> bool:
     """Whether the database's answer refuses a token of that user issued at `issued_at` (UNKNOWN: fail open)."""
     if isinstance(record, Unknown):
         return False
@@ -202,5 +202,5 @@ def on_message(hub: Hub, box: Socket, auth_user: int | None, settings: Settings,
         if auth_user is None and isinstance(user_id, int):
             # Auth off (local only): revocations follow the identified user, and the identify stands in for the
             # token's `iat` when the revocation log is read (a revocation logged before it does not close it).
-            hub.bind_user(box, user_id, int(time.time()))
+            hub.bind_user(box, user_id, time.time())
         box.text(frame(type="identified", ok=True, userId=user_id))

@@ -171,7 +171,7 @@ class Socket(Protocol):
     """What the hub needs of a socket: the ASGI `Outbox` below, or `ccsm_gateway.transport.DesktopConnection`."""
 
     user_id: int | None
-    issued_at: int | None
+    issued_at: float | None
     closing: bool
 
     def text(self, text: str) -> bool: ...
@@ -193,7 +193,7 @@ class Outbox:
         self.hub = hub
         self.limit = limit
         self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
-        self.issued_at: int | None = None  # the token's `iat` (epoch s); None: no token (auth off) or none in it
+        self.issued_at: float | None = None  # the token's `iat` (epoch s); None: no token (auth off) or none in it
         self.closing = False
         self._pending: deque[Message] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -425,7 +425,7 @@ class Hub:
         self.clients.add(box)
         return box
 
-    def bind_user(self, box: Socket, user_id: int, issued_at: int | None = None) -> None:
+    def bind_user(self, box: Socket, user_id: int, issued_at: float | None = None) -> None:
         box.issued_at = issued_at
         if box.user_id == user_id:
             return
@@ -480,10 +480,10 @@ class Hub:
             log.info("sockets closed after revocation", extra={"userId": user_id, "sockets": len(group)})
         return len(group)
 
-    def revoked_since(self, user_id: int, issued_at: int | None) -> bool:
+    def revoked_since(self, user_id: int, issued_at: float | None) -> bool:
         """Whether a token of `user_id` issued at `issued_at` (epoch s; None: unknown) predates the user's last
-        revocation. Token times are whole seconds: a token issued in the second of the revocation is let through
-        (the api's guard still checks the user's current state on every request)."""
+        revocation, by the rule the API guard applies (`ccsm_core.guard.predates_revocation`: a whole-second `iat`
+        counts from the start of its second)."""
         at = self.revoked.get(user_id)
         if at is None or at < time.time() - self.revocation_retention_s:
             return False

@@ -202,7 +202,7 @@ class DesktopConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.proto: Protocol | None = None  # the frame parser, once the socket is open
         self.user_id: int | None = None  # whose socket this is (token sub; with auth off, the identified id)
-        self.issued_at: int | None = None  # the token's `iat`
+        self.issued_at: float | None = None  # the token's `iat`
         self.address = ""
         self.admitted = False  # counted by `Hub.admit`: released when the connection ends
         self.closing = False  # our close frame is queued (or the peer is gone): nothing more is sent
@@ -322,7 +322,7 @@ class DesktopConnection(asyncio.Protocol):
         response: Response,
         request: Request,
         user_id: int,
-        issued_at: int | None,
+        issued_at: float | None,
         expires_at: float,
     ) -> None:
         if refused_by_database(record, issued_at):
@@ -337,7 +337,7 @@ class DesktopConnection(asyncio.Protocol):
         response: Response,
         request: Request,
         user_id: int | None,
-        issued_at: int | None,
+        issued_at: float | None,
         expires_at: float | None,
     ) -> None:
         gateway = self.gateway
