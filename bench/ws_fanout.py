@@ -266,7 +266,7 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def settle_rss(pid: int, within_s: float = 20.0, steady_s: int = 4) -> int:
+def settle_rss(pid: int, within_s: float = 30.0, steady_s: int = 8) -> int:
     """RSS once it has stopped falling for `steady_s` samples (the gateway gives memory back a few seconds after
     a burst of closes: ccsm_gateway.memory)."""
     deadline = time.monotonic() + within_s

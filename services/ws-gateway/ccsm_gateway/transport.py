@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -271,8 +272,11 @@ class DesktopConnection(asyncio.Protocol):
             self._hand_to_asgi(raw)  # not ours (or nothing to parse): uvicorn's own WebSocket and the app
             return
         response = handshake.accept(request)
-        if response.status_code != 101:  # not a valid WebSocket request: websockets' 400/426
-            self._answer(handshake, response)
+        if response.status_code != 101:  # not a valid WebSocket request: websockets' 400/426, as JSON
+            body = orjson.dumps({"error": _PHRASES.get(response.status_code, "Bad Request")})
+            response.headers["Content-Type"] = "application/json"
+            response.headers["Content-Length"] = str(len(body))
+            self._answer(handshake, dataclasses.replace(response, body=body))
             return
         origin = request.headers.get("Origin")
         if origin is not None and origin not in gateway.origins:
@@ -534,4 +538,10 @@ class DesktopConnection(asyncio.Protocol):
         self.close(CLOSE_UNAUTHORIZED, "Token expired")
 
 
-_PHRASES = {403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}
+_PHRASES = {
+    400: "Bad Request",
+    403: "Forbidden",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
