@@ -1,7 +1,9 @@
 """`WS /ws/desktop`: the old backend's desktop protocol (contract-core §8.7) with the spec's fixes (README fix 6).
 
-A raw ASGI endpoint (no per-connection WebSocket wrapper object: a desktop socket spends its life idle, so what it
-holds is what counts). Per connection:
+Two ways in, one protocol: the gateway process (and `make run`) serve `/ws/desktop` with their own transport
+(`ccsm_gateway.transport`, no ASGI app per socket), which calls `on_message`, `refused_by_database` and the hub
+below; this raw ASGI endpoint is the same protocol for any ASGI server (the route list, Starlette's TestClient).
+Per connection:
 
 - Origin, when present, must be in the CORS allow-list, otherwise the upgrade is refused (403): the upgrade
   bypasses CORS, so a web page on another origin could otherwise open a socket with a user's token.

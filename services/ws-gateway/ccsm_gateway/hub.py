@@ -3,18 +3,20 @@
 The subscription carries two channels: `db-changed` events (forwarded verbatim as text frames to every open
 socket, identified or not, contract-core §8.7) and revocations (a user id: that user's sockets close with 4401).
 
-Publishing never awaits a client. Each socket has an `Outbox`: a frame is handed to the server's ASGI `send` at
-once, and in the common case (the transport is writable) that coroutine finishes without suspending, so it is
-driven inline with no task at all. Only when the server's transport is paused (the peer is not reading) does the
-send continue in a task of its own, and later frames queue behind it in a bounded deque; a socket whose deque
-overflows is closed with 1013 (try again later) and dropped from the fan-out, so it cannot slow the others.
+Sockets are `Socket`s: the gateway transport's connections (`ccsm_gateway.transport`, what production serves), or,
+behind an ASGI server, an `Outbox` each. Publishing never awaits a client. An `Outbox` hands a frame to the
+server's ASGI `send` at once, and in the common case (the transport is writable) that coroutine finishes without
+suspending, so it is driven inline with no task at all. Only when the server's transport is paused (the peer is not
+reading) does the send continue in a task of its own, and later frames queue behind it in a bounded deque; a socket
+whose deque overflows is closed with 1013 (try again later) and dropped from the fan-out, so it cannot slow the
+others.
 
-Broadcasts take a shortcut past the ASGI `send` (see `direct_protocol`): the wire bytes of a server text frame are
-the same for every socket (no compression, server frames unmasked), so a broadcast frame is serialised once and
-written straight to the file descriptor of each socket whose transport is writable with nothing buffered, by the
-loop thread and, when the process may use two cores, a helper thread (`ccsm_gateway.fanout`); what a write could
-not finish goes to that socket's transport. Everything else (replies, closes, paused sockets) goes through the
-Outbox as above.
+Broadcasts take a shortcut (`Socket.direct_fd`; for an Outbox under uvicorn's own WebSocket, `direct_protocol`):
+the wire bytes of a server text frame are the same for every socket (no compression, server frames unmasked), so a
+broadcast frame is serialised once and written straight to the file descriptor of each socket whose transport is
+writable with nothing buffered, by the loop thread and, when the process may use two cores, a helper thread
+(`ccsm_gateway.fanout`); what a write could not finish goes to that socket's transport. Everything else (replies,
+closes, paused sockets) goes through the Outbox as above.
 
 When the subscription breaks (Redis restarted, the connection killed) it is re-established with back-off, and
 every socket then receives `db-changed` with reason `resync`: it may have missed events in the gap.

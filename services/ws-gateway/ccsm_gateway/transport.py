@@ -369,11 +369,7 @@ class DesktopConnection(asyncio.Protocol):
 
     def _open(self, handshake: ServerProtocol, response: Response) -> None:
         """Send the 101 and switch to the frame parser; the handshake's objects are dropped."""
-        assert self.gateway is not None
-        for name, value in self.gateway.extra_headers:
-            response.headers[name] = value
-        handshake.send_response(response)
-        self.transport.write(b"".join(handshake.data_to_send()))
+        self._send_response(handshake, response)
         self.proto = Protocol(Side.SERVER, state=OPEN, max_size=self.config.ws_max_size, logger=wire_log)
         sock = self.transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
@@ -388,13 +384,17 @@ class DesktopConnection(asyncio.Protocol):
 
     def _answer(self, handshake: ServerProtocol, response: Response) -> None:
         """An HTTP answer instead of the upgrade, then the end of the connection."""
+        self._send_response(handshake, response)
+        self.closing = True
+        self.transport.close()
+
+    def _send_response(self, handshake: ServerProtocol, response: Response) -> None:
+        """The handshake's answer, with the security headers every response of the service carries."""
         assert self.gateway is not None
         for name, value in self.gateway.extra_headers:
             response.headers[name] = value
         handshake.send_response(response)
         self.transport.write(b"".join(handshake.data_to_send()))
-        self.closing = True
-        self.transport.close()
 
     def _hand_to_asgi(self, raw: bytes) -> None:
         self.server_state.connections.discard(self)
