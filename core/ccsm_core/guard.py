@@ -225,20 +225,6 @@ async def publish_revocation(
         log.warning("revocation publish failed", extra={"userId": user_id, "error": type(exc).__name__})
 
 
-def predates_revocation(issued_at: float | None, revoked_at: float | None) -> bool:
-    """Whether a token issued at `issued_at` (epoch seconds: its `iat`, or a finer issue time when the token has
-    one; None: the token has none) may be older than its user's last revocation at `revoked_at` (epoch seconds,
-    fractional; None: never revoked), and so is refused.
-
-    The rule the API guard and the gateway share (issue 12 item 4; the guard's `Claims.issued_before` on the
-    authsec branch applies the same one): a whole-second `iat` counts from the start of its second, so a token
-    issued in the revocation's own second is refused, never let through. A token without `iat` predates every
-    revocation."""
-    if revoked_at is None:
-        return False
-    return issued_at is None or issued_at < revoked_at
-
-
 def revocation_retention_s(jwt_expires_seconds: int) -> float:
     """How long a revocation matters: until every token issued before it has expired (plus the verifier's
     clock leeway)."""

@@ -72,17 +72,27 @@ class Claims:
         lowered = path.lower()
         return any(lowered == p or lowered.startswith(p + "/") for p in DESKTOP_PATH_PREFIXES)
 
-    def issued_before(self, instant_ms: int) -> bool:
-        """Whether this token may have been issued before `instant_ms` (epoch ms; a revocation).
-
-        With `iat_ms` the answer is exact. A token with only a whole-second `iat` (the old backend's, or ours from
-        before `iat_ms`) counts from the start of its second, so one issued in the second of a revocation is
-        refused, never let through; one without any `iat` predates every revocation."""
+    @property
+    def issued_ms(self) -> int | None:
+        """The earliest instant (epoch ms) this token may have been issued: `iat_ms`, else the start of `iat`'s
+        second, else None (no `iat` at all)."""
         if self.iat_ms is not None:
-            return self.iat_ms < instant_ms
-        if self.iat is not None:
-            return self.iat * 1000 < instant_ms
-        return True
+            return self.iat_ms
+        return self.iat * 1000 if self.iat is not None else None
+
+    def issued_before(self, instant_ms: int) -> bool:
+        """Whether this token may have been issued before `instant_ms` (epoch ms; a revocation): see
+        `issued_before`, the rule the API guard and the ws-gateway share."""
+        return issued_before(self.issued_ms, instant_ms)
+
+
+def issued_before(issued_ms: int | None, instant_ms: int) -> bool:
+    """Whether a token whose earliest issue instant is `issued_ms` (`Claims.issued_ms`) may predate `instant_ms`.
+
+    With `iat_ms` the answer is exact. A token with only a whole-second `iat` (the old backend's, or ours from
+    before `iat_ms`) counts from the start of its second, so one issued in the second of a revocation is
+    refused, never let through; one without any `iat` predates every revocation."""
+    return issued_ms is None or issued_ms < instant_ms
 
 
 def key_id(secret: str) -> str:

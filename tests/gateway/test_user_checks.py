@@ -91,10 +91,10 @@ def test_a_token_issued_before_tokens_revoked_at_is_closed_and_refused_while_new
     restored: Settings,
 ) -> None:
     now = time.time()
-    revoked_at = now - 30.4
+    revoked_at = math.floor(now) - 30 + 0.5
     old = token_for(restored, user_id=2, now=now - 60)
-    same_second = token_for(restored, user_id=2, now=math.floor(revoked_at) + 0.9)
-    newer = token_for(restored, user_id=2, now=now)
+    just_before = token_for(restored, user_id=2, now=revoked_at - 0.3)  # same second, 300 ms earlier (iat_ms)
+    just_after = token_for(restored, user_id=2, now=revoked_at + 0.3)  # same second, a login right after it
 
     async def scenario() -> tuple[tuple[int | None, str], tuple[int | None, str], tuple[int | None, str], str]:
         async with await opened(gw, old) as connected:
@@ -102,15 +102,15 @@ def test_a_token_issued_before_tokens_revoked_at_is_closed_and_refused_while_new
             set_user(restored, 2, tokens_revoked_at=when)  # as a password change records it, without Redis
             closed = await close_code(connected, within=10)
         _, refused = await attempt(gw, old)
-        _, same = await attempt(gw, same_second)
-        return closed, refused, same, await pong(gw, newer)
+        _, before = await attempt(gw, just_before)
+        return closed, refused, before, await pong(gw, just_after)
 
     with running("ccsm_gateway", restored, CHECK_ENV) as gw:
-        closed, refused, same, fresh = asyncio.run(scenario())
+        closed, refused, before, after = asyncio.run(scenario())
     assert closed == (4401, "Unauthorized")
     assert refused == (4401, "Unauthorized")
-    assert same == (4401, "Unauthorized")  # a whole-second iat counts from its second's start (ccsm_core.guard)
-    assert fresh == "pong"
+    assert before == (4401, "Unauthorized")  # iat_ms decides within the second (ccsm_core.tokens.issued_before)
+    assert after == "pong"
 
 
 @pytest.mark.slow

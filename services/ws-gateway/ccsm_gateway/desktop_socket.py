@@ -32,11 +32,19 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from ccsm_core.edge import TrustedProxies, header
-from ccsm_core.guard import predates_revocation
 from ccsm_core.params import positive_number
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
-from ccsm_gateway.hub import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Hub, Outbox, Socket, frame
+from ccsm_gateway.hub import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+    Hub,
+    Outbox,
+    Socket,
+    frame,
+    issued_s,
+    predates_revocation,
+)
 from ccsm_gateway.users import Lookup, Unknown, UserChecks
 
 ENDPOINT = "/ws/desktop"
@@ -76,16 +84,16 @@ class DesktopSocket:
                 if token is None:
                     raise TokenError("missing bearer token")
                 claims = tokens.verify(token)
-                if hub.revoked_since(claims.sub, claims.iat):
+                if hub.revoked_since(claims.sub, issued_s(claims)):
                     raise TokenError("issued before its user was revoked")
-                if users is not None and refused_by_database(await users.lookup(claims.sub), claims.iat):
+                if users is not None and refused_by_database(await users.lookup(claims.sub), issued_s(claims)):
                     raise TokenError("user inactive, deleted, or revoked since the token was issued")
             except TokenError:
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": "Unauthorized"})
                 return
             auth_user = claims.sub
-            issued_at = claims.iat
+            issued_at = issued_s(claims)
             expires_at = claims.exp + LEEWAY_S  # the instant `verify` starts refusing it
 
         address = proxies.client_ip(scope)

@@ -41,10 +41,11 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
-from ccsm_core.guard import predates_revocation, revocation_retention_s
+from ccsm_core.guard import revocation_retention_s
 from ccsm_core.keyspace import Keyspace
 from ccsm_core.metrics import Metrics
 from ccsm_core.settings import Settings
+from ccsm_core.tokens import Claims, issued_before
 from ccsm_gateway.fanout import FanOut
 from ccsm_gateway.users import UserRecord
 
@@ -82,6 +83,21 @@ REFUSALS_REPORT_S = 60.0  # refused upgrades are summed up in one line per minut
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+
+
+def issued_s(claims: Claims) -> float | None:
+    """The earliest instant a token may have been issued (`Claims.issued_ms`), in epoch seconds."""
+    issued = claims.issued_ms
+    return issued / 1000 if issued is not None else None
+
+
+def predates_revocation(issued_at: float | None, revoked_at: float | None) -> bool:
+    """Whether a socket whose token was issued at `issued_at` (epoch s: `Claims.issued_ms` / 1000; None: the token
+    has no `iat`) is older than its user's revocation at `revoked_at` (epoch s; None: never revoked). The API
+    guard's rule (`ccsm_core.tokens.issued_before`), on the instants the gateway keeps in seconds."""
+    if revoked_at is None:
+        return False
+    return issued_before(None if issued_at is None else round(issued_at * 1000), round(revoked_at * 1000))
 
 
 def _decrement(counter: Counter[Any], key: Any) -> None:
@@ -484,8 +500,7 @@ class Hub:
 
     def revoked_since(self, user_id: int, issued_at: float | None) -> bool:
         """Whether a token of `user_id` issued at `issued_at` (epoch s; None: unknown) predates the user's last
-        revocation, by the rule the API guard applies (`ccsm_core.guard.predates_revocation`: a whole-second `iat`
-        counts from the start of its second)."""
+        revocation, by the rule the API guard applies (`predates_revocation`)."""
         at = self.revoked.get(user_id)
         if at is None or at < time.time() - self.revocation_retention_s:
             return False

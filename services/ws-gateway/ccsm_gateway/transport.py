@@ -55,7 +55,7 @@ from ccsm_core.server import WS_CLOSE_WAIT_S
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
 from ccsm_gateway.desktop_socket import ENDPOINT, RETRY_AFTER_S, on_message, refused_by_database
-from ccsm_gateway.hub import CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED, Hub, Message, frame
+from ccsm_gateway.hub import CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED, Hub, Message, frame, issued_s
 from ccsm_gateway.memory import Trimmer
 from ccsm_gateway.users import Lookup, UserChecks
 
@@ -295,7 +295,8 @@ class DesktopConnection(asyncio.Protocol):
             if token is None:
                 raise TokenError("missing bearer token")
             claims = gateway.tokens.verify(token)
-            if gateway.hub.revoked_since(claims.sub, claims.iat):
+            issued = issued_s(claims)
+            if gateway.hub.revoked_since(claims.sub, issued):
                 raise TokenError("issued before its user was revoked")
         except TokenError:
             self._open(handshake, response)
@@ -303,11 +304,11 @@ class DesktopConnection(asyncio.Protocol):
             return
         expires_at = claims.exp + LEEWAY_S  # the instant `verify` starts refusing it
         if gateway.users is None:
-            self._admit(handshake, response, request, claims.sub, claims.iat, expires_at)
+            self._admit(handshake, response, request, claims.sub, issued, expires_at)
             return
         lookup = gateway.users.lookup(claims.sub)
         if lookup.done():
-            self._decided(lookup.result(), handshake, response, request, claims.sub, claims.iat, expires_at)
+            self._decided(lookup.result(), handshake, response, request, claims.sub, issued, expires_at)
             return
         self.transport.pause_reading()  # nothing to read before the answer: a client sends nothing before 101
 
@@ -315,7 +316,7 @@ class DesktopConnection(asyncio.Protocol):
             if self.closing or self.transport.is_closing():
                 return  # the client left meanwhile
             self.transport.resume_reading()
-            self._decided(future.result(), handshake, response, request, claims.sub, claims.iat, expires_at)
+            self._decided(future.result(), handshake, response, request, claims.sub, issued, expires_at)
 
         lookup.add_done_callback(decided)
 
