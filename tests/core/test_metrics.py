@@ -228,7 +228,7 @@ def logged(proc: ServiceProcess, text: str) -> bool:
 @pytest.mark.slow
 def test_the_gateway_process_reports_sockets_broadcasts_fanout_and_slow_consumer_closes(settings: Settings) -> None:
     payload = orjson.dumps({"type": "db-changed", "reason": "pool-query", "pad": "x" * 16_000, "ts": 1})
-    env = {**FAST_METRICS, "LOG_LEVEL": "info"}
+    env = {**FAST_METRICS, "LOG_LEVEL": "debug"}  # "slow client closed" is per connection, so a debug line
     with running("ccsm_gateway", settings, env) as gw:
         gw.wait_for_line("subscribed to db-changed")
         slow = RawSocket(gw.port, token_for(settings, user_id=3), rcvbuf=4096)
