@@ -41,7 +41,6 @@ from typing import Any
 
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
@@ -51,6 +50,7 @@ from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 
 from ccsm_core.edge import HELMET_HEADERS, TrustedProxies
+from ccsm_core.protocols import websocket_protocol
 from ccsm_core.server import WS_CLOSE_WAIT_S
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
@@ -400,7 +400,8 @@ class DesktopConnection(asyncio.Protocol):
     def _hand_to_asgi(self, raw: bytes) -> None:
         self.server_state.connections.discard(self)
         self.closing = True
-        other = WebSocketsSansIOProtocol(config=self.config, server_state=self.server_state, app_state=self.app_state)
+        # uvicorn's own protocol, as the service's HttpProtocol would have made it (quiet, JSON refusals).
+        other = websocket_protocol(self.config, self.server_state, self.app_state)
         other.connection_made(self.transport)
         self.transport.set_protocol(other)
         other.data_received(raw)
