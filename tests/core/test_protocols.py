@@ -315,9 +315,10 @@ def test_no_token_reaches_a_log_line_even_at_debug(gateway: ServiceProcess, sett
     exchange(address(gateway), b"GET /ws/desktop?token=" + token.encode() + b" HTTP/1.1\r\nHost: g.test\r\n\r\n")
     gateway.stop()
     assert not [line for line in gateway.lines if token in line or token.split(".")[2] in line]
+    # The gateway's own transport serves /ws/desktop (ccsm_gateway.transport) and writes no per-connection line;
+    # one from uvicorn's WebSocket (other paths) is debug and redacted. Before: info, query string and all.
     accepted = [e for e in gateway.log_events() if "WebSocket" in str(e.get("msg")) and "accepted" in str(e["msg"])]
-    assert accepted, "uvicorn's per-connection line is still there at debug"
-    assert {e["level"] for e in accepted} == {"debug"}  # before: info, query string and all
+    assert {e["level"] for e in accepted} <= {"debug"}
     assert all("/ws/desktop?<redacted>" in e["msg"] for e in accepted)
 
 

@@ -32,17 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import logging
 import time
 from typing import Any
 
-import orjson
 from uvicorn.config import Config
 from uvicorn.server import ServerState
-from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -50,7 +47,7 @@ from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 
 from ccsm_core.edge import HELMET_HEADERS, TrustedProxies
-from ccsm_core.protocols import websocket_protocol
+from ccsm_core.protocols import guard_of, json_reject, websocket_protocol
 from ccsm_core.server import WS_CLOSE_WAIT_S
 from ccsm_core.settings import Settings
 from ccsm_core.tokens import LEEWAY_S, TokenError, TokenService, bearer_token
@@ -272,11 +269,9 @@ class DesktopConnection(asyncio.Protocol):
             self._hand_to_asgi(raw)  # not ours (or nothing to parse): uvicorn's own WebSocket and the app
             return
         response = handshake.accept(request)
-        if response.status_code != 101:  # not a valid WebSocket request: websockets' 400/426, as JSON
-            body = orjson.dumps({"error": _PHRASES.get(response.status_code, "Bad Request")})
-            response.headers["Content-Type"] = "application/json"
-            response.headers["Content-Length"] = str(len(body))
-            self._answer(handshake, dataclasses.replace(response, body=body))
+        if response.status_code != 101:  # not a valid WebSocket request: websockets' 400/426 and its explanation
+            text = (response.body or b"").decode("utf-8", "replace")
+            self._answer(handshake, json_reject(guard_of(self.config).errors, response.status_code, text))
             return
         origin = request.headers.get("Origin")
         if origin is not None and origin not in gateway.origins:
@@ -369,33 +364,30 @@ class DesktopConnection(asyncio.Protocol):
         self.text(frame(type="connected", endpoint=ENDPOINT))
 
     def _open(self, handshake: ServerProtocol, response: Response) -> None:
-        """Send the 101 and switch to the frame parser; the handshake's objects are dropped."""
-        self._send_response(handshake, response)
-        self.proto = Protocol(Side.SERVER, state=OPEN, max_size=self.config.ws_max_size, logger=wire_log)
-        sock = self.transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else -1
-
-    def _refuse(self, handshake: ServerProtocol, status: int, error: str, retry_after: int | None = None) -> None:
-        headers = Headers([("Content-Type", "application/json"), ("Connection", "close")])
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        body = orjson.dumps({"error": error})
-        headers["Content-Length"] = str(len(body))
-        self._answer(handshake, Response(status, _PHRASES.get(status, ""), headers, body))
-
-    def _answer(self, handshake: ServerProtocol, response: Response) -> None:
-        """An HTTP answer instead of the upgrade, then the end of the connection."""
-        self._send_response(handshake, response)
-        self.closing = True
-        self.transport.close()
-
-    def _send_response(self, handshake: ServerProtocol, response: Response) -> None:
-        """The handshake's answer, with the security headers every response of the service carries."""
+        """Send the 101 (with the service's security headers) and switch to the frame parser; the handshake's
+        objects are dropped."""
         assert self.gateway is not None
         for name, value in self.gateway.extra_headers:
             response.headers[name] = value
         handshake.send_response(response)
         self.transport.write(b"".join(handshake.data_to_send()))
+        self.proto = Protocol(Side.SERVER, state=OPEN, max_size=self.config.ws_max_size, logger=wire_log)
+        sock = self.transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+
+    def _refuse(self, handshake: ServerProtocol, status: int, error: str, retry_after: int | None = None) -> None:
+        """The error table's JSON answer (with the service's headers), as every refusal outside the app is."""
+        response = json_reject(guard_of(self.config).errors, status, error)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        self._answer(handshake, response)
+
+    def _answer(self, handshake: ServerProtocol, response: Response) -> None:
+        """An HTTP answer instead of the upgrade, then the end of the connection."""
+        handshake.send_response(response)
+        self.transport.write(b"".join(handshake.data_to_send()))
+        self.closing = True
+        self.transport.close()
 
     def _hand_to_asgi(self, raw: bytes) -> None:
         self.server_state.connections.discard(self)
@@ -538,12 +530,3 @@ class DesktopConnection(asyncio.Protocol):
     def expire(self) -> None:
         log.debug("socket closed: token expired", extra={"userId": self.user_id})
         self.close(CLOSE_UNAUTHORIZED, "Token expired")
-
-
-_PHRASES = {
-    400: "Bad Request",
-    403: "Forbidden",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    503: "Service Unavailable",
-}
