@@ -13,14 +13,30 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from ccsm_core.db import connect_sync
+from ccsm_core.settings import Settings
+from ccsm_core.tokens import TokenService
 from tests.harness import ServiceProcess, close_code
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def desktop(stack: ServiceProcess, admin_headers: dict[str, str]) -> Iterator[ClientConnection]:
-    with connect(f"{stack.ws_url}/ws/desktop", additional_headers=admin_headers, max_size=None) as ws:
+def desktop_headers(hostile_settings: Settings) -> dict[str, str]:
+    """A token of the admin issued now, its row active and unrevoked: the hostile tests before these may have
+    deactivated the admin or changed its password (which revokes its earlier tokens, and the gateway checks)."""
+    conn = connect_sync(hostile_settings, hostile_settings.db_name)
+    try:
+        conn.cursor().execute("UPDATE users SET is_active = 1, tokens_revoked_at = NULL WHERE id = 1")
+    finally:
+        conn.close()
+    token = TokenService(hostile_settings.jwt_secret).issue(1, 1, "admin", now=time.time() + 1)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def desktop(stack: ServiceProcess, desktop_headers: dict[str, str]) -> Iterator[ClientConnection]:
+    with connect(f"{stack.ws_url}/ws/desktop", additional_headers=desktop_headers, max_size=None) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "connected"
         yield ws
 
@@ -47,9 +63,9 @@ def test_binary_garbage_is_tolerated_and_the_socket_still_answers(desktop: Clien
 
 
 def test_a_thousand_messages_a_second_do_not_starve_other_clients(
-    stack: ServiceProcess, admin_headers: dict[str, str], desktop: ClientConnection
+    stack: ServiceProcess, desktop_headers: dict[str, str], desktop: ClientConnection
 ) -> None:
-    with connect(f"{stack.ws_url}/ws/desktop", additional_headers=admin_headers) as bystander:
+    with connect(f"{stack.ws_url}/ws/desktop", additional_headers=desktop_headers) as bystander:
         assert json.loads(bystander.recv(timeout=10))["type"] == "connected"
         started = time.monotonic()
         for i in range(1000):
