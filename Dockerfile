@@ -1,16 +1,22 @@
-# syntax=docker/dockerfile:1
 # One image per service from this file (compose.yaml and the README pass the build args):
 #   docker build --build-arg SERVICE_PACKAGE=ccsm-auth --build-arg SERVICE_MODULE=ccsm_auth \
 #                --build-arg SERVICE_PORT=4001 -t ccsm-auth:<git sha> .
 # The ports and module names come from core/ccsm_core/routing.py (SERVICE_PORTS); tests/deploy checks them.
+# No `# syntax=` line: it makes BuildKit fetch its frontend from a registry; the built-in one has RUN --mount.
 
-# uv at the version the Makefile installs (UV_VERSION).
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+# The base images are build args (compose.yaml passes them; `make offline-images` builds stand-ins where no
+# registry answers). Python's minor version is the one the tests run on (pyproject.toml requires-python;
+# tests/deploy checks it); the minor tag picks up CPython and Debian security fixes at each rebuild. uv is at
+# the version the Makefile installs (UV_VERSION).
+# checkov:skip=CKV_DOCKER_7: it reads `FROM ${ARG}` as an untagged image; the defaults below carry explicit
+# version tags (never `latest`), which tests/deploy pins, and a stand-in's tag is its own version.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
 
 # --- build: the dependencies from the lock file in their own layer, then the workspace packages -------------
-# Python's minor version is the one the tests run on (pyproject.toml requires-python; tests/deploy checks it);
-# the minor tag picks up CPython and Debian security fixes at each rebuild.
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE_PACKAGE=ccsm-api
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
@@ -34,7 +40,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "${SERVICE_PACKAGE}"
 
 # --- runtime: the same slim base, the venv, no uv and no build tools ---------------------------------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE_MODULE=ccsm_api
 ARG SERVICE_PORT=4003
 RUN groupadd --system --gid 10001 ccsm \

@@ -98,8 +98,13 @@ def compose_config(compose_file: str = "compose.yaml") -> Check:
     )
 
 
-def hadolint(dockerfile: str = "Dockerfile") -> Check:
-    return Check("hadolint", tool(HADOLINT, "hadolint", dockerfile))
+def dockerfiles() -> list[str]:
+    """The services' Dockerfile and those of the offline stand-ins (deploy/offline, `make offline-images`)."""
+    return ["Dockerfile", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "deploy" / "offline").glob("*.Dockerfile"))]
+
+
+def hadolint(*files: str) -> Check:
+    return Check("hadolint", tool(HADOLINT, "hadolint", *(files or dockerfiles())))
 
 
 def cfn_lint(template: str = TEMPLATE) -> Check:

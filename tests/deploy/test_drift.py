@@ -4,6 +4,7 @@ service that owns it, and the container/compose/ECS numbers agree with the code'
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import sys
@@ -19,7 +20,7 @@ import devserver
 from ccsm_core.routing import DEFAULT_SERVICE, RULES, SERVICE_PORTS, SERVICES, service_for
 from ccsm_core.server import KEEP_ALIVE_S, WATCHDOG_MARGIN_S, WS_PING_INTERVAL_S
 from ccsm_core.settings import SECRET_FIELDS
-from deploy import dotenv, render
+from deploy import render
 from deploy.cloudformation import FORBIDDEN_BODY
 from deploy.topology import (
     ALB_IDLE_TIMEOUT_S,
@@ -216,22 +217,26 @@ def test_the_dev_server_serves_each_route_from_the_service_the_url_table_names()
 
 def test_the_image_runs_the_python_minor_version_the_tests_run_on() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    bases = re.findall(r"^FROM python:(\d+)\.(\d+)-slim\S* AS (\w+)$", dockerfile, re.MULTILINE)
-    assert {stage for *_, stage in bases} == {"build", "runtime"}
-    assert {(int(a), int(b)) for a, b, _ in bases} == {sys.version_info[:2]}
+    (minor,) = re.findall(r"^ARG PYTHON_IMAGE=python:(\d+)\.(\d+)-slim-\S+$", dockerfile, re.MULTILINE)
+    assert tuple(map(int, minor)) == sys.version_info[:2]
+    stages = re.findall(r"^FROM \$\{PYTHON_IMAGE\} AS (\w+)$", dockerfile, re.MULTILINE)
+    assert stages == ["build", "runtime"]
 
 
 def test_the_image_builds_with_the_uv_version_the_makefile_installs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     (wanted,) = re.findall(r"^UV_VERSION := (\S+)$", makefile, re.MULTILINE)
-    assert re.findall(r"^FROM ghcr\.io/astral-sh/uv:(\S+) AS uv$", dockerfile, re.MULTILINE) == [wanted]
+    assert re.findall(r"^ARG UV_IMAGE=ghcr\.io/astral-sh/uv:(\S+)$", dockerfile, re.MULTILINE) == [wanted]
+    assert re.findall(r"^FROM \$\{UV_IMAGE\} AS uv$", dockerfile, re.MULTILINE) == ["FROM ${UV_IMAGE} AS uv"]
 
 
 def test_compose_builds_and_runs_each_service_with_its_module_and_port(compose: dict[str, Any]) -> None:
     for svc in deployments():
         service = compose["services"][svc.name]
         assert service["build"]["args"] == {
+            "PYTHON_IMAGE": "${PYTHON_IMAGE:-python:3.11-slim-bookworm}",
+            "UV_IMAGE": "${UV_IMAGE:-ghcr.io/astral-sh/uv:0.13.9}",
             "SERVICE_PACKAGE": svc.package,
             "SERVICE_MODULE": svc.module,
             "SERVICE_PORT": str(svc.port),
@@ -264,6 +269,11 @@ def test_compose_trusts_forwarded_addresses_from_the_edge_only(compose: dict[str
     edge_ip = compose["services"]["edge"]["networks"]["backend"]["ipv4_address"]
     for svc in deployments():
         assert compose["services"][svc.name]["environment"]["TRUSTED_PROXIES"] == edge_ip
+    # Both are variables (a second project runs beside the first); the default address lies in the default subnet.
+    (subnet,) = compose["networks"]["backend"]["ipam"]["config"]
+    (address_default,) = re.findall(r"^\$\{EDGE_ADDRESS:-([\d.]+)\}$", edge_ip)
+    (subnet_default,) = re.findall(r"^\$\{BACKEND_SUBNET:-([\d./]+)\}$", subnet["subnet"])
+    assert ipaddress.ip_address(address_default) in ipaddress.ip_network(subnet_default)
     assert compose["services"]["edge"]["ports"] == ["127.0.0.1:${EDGE_PORT:-4000}:4000"]
     assert "./edge/conf.d:/etc/nginx/conf.d:ro" in compose["services"]["edge"]["volumes"]
 
@@ -363,21 +373,3 @@ def test_the_alarms_cover_5xx_unhealthy_hosts_restarts_readiness_latency_and_cod
         "TargetResponseTime",
         "CodeLoginFailures",
     }
-
-
-def test_the_dotenv_writer_fills_every_empty_secret_with_a_fresh_value(tmp_path: Path) -> None:
-    (tmp_path / ".env.example").write_text((ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
-    dotenv.main(tmp_path)
-    first = dict(
-        line.split("=", 1)
-        for line in (tmp_path / ".env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    assert all(len(first[name]) >= 48 for name in dotenv.GENERATED)
-    assert first["JIRA_API_TOKEN"] == ""
-    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / ".env.example").write_text((ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
-    dotenv.main(other)
-    assert (other / ".env").read_text() != (tmp_path / ".env").read_text()
