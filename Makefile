@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON := 3.11
 .DEFAULT_GOAL := help
 
-.PHONY: help run test check lint typecheck pytest sync migrate seed audit rotate-short-authcodes up down logs smoke bench bench-login bench-resync bench-api bench-ws bench-limits bench-deps uv lint-deploy system-deps
+.PHONY: help run test check lint typecheck pytest sync migrate seed audit rotate-short-authcodes up down logs offline-images test-compose smoke bench bench-login bench-resync bench-api bench-ws bench-limits bench-deps uv lint-deploy system-deps
 
 help:  ## list the targets and what each does
 	@awk -F':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,17 +69,20 @@ bench-ws: sync  ## ws-gateway: RSS per idle socket, fan-out p50/p99 at 1k and 15
 	@flock /tmp/ccsm-bench.lock $(RUN) python bench/ws_fanout.py
 
 # --- containers and AWS (compose.yaml, Dockerfile, edge/, ecs/; see ecs/README.md) -------------------------
-up: sync .env  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
-	@$(RUN) python -m deploy.compose up --detach --build --wait
+up: sync  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
+	@$(RUN) python -m deploy.compose up
 
-down: sync  ## stop and remove the compose containers (the database volume stays; add -v by hand to wipe it)
-	@$(RUN) python -m deploy.compose down --remove-orphans
+down: sync  ## stop and remove the compose containers and network (the database volume stays; `python -m deploy.compose down -v` wipes it)
+	@$(RUN) python -m deploy.compose down
 
 logs: sync  ## follow the compose services' logs
 	@$(RUN) python -m deploy.compose logs --follow --tail=200
 
-.env:
-	@$(RUN) python -m deploy.dotenv
+offline-images: sync  ## where no container registry answers: stand-ins for the official images from Debian's packages, used by make up
+	@$(RUN) python -m deploy.offline
+
+test-compose: sync  ## the compose drills against real containers (installs and starts Docker when missing; see tests/compose)
+	@$(RUN) pytest tests/compose $(PYTEST_ARGS)
 
 lint-deploy: sync  ## hadolint, cfn-lint, checkov and compose config at pinned versions (also run by the tests)
 	@$(RUN) python -m deploy.render --check
