@@ -72,7 +72,7 @@ bench-ws: sync  ## ws-gateway: RSS per idle socket, fan-out p50/p99 at 1k and 15
 up: sync  ## build the images and start the whole backend behind the edge on http://127.0.0.1:4000 (Docker)
 	@$(RUN) python -m deploy.compose up
 
-down: sync  ## stop and remove the compose containers and network (the database volume stays; `python -m deploy.compose down -v` wipes it)
+down: sync  ## stop and remove the compose containers, their anonymous volumes and the network (the database volume stays)
 	@$(RUN) python -m deploy.compose down
 
 logs: sync  ## follow the compose services' logs
