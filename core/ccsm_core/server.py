@@ -1,10 +1,12 @@
 """Run one app under uvicorn with the shutdown the runbook asks for (§8; contract-core §8.5).
 
 SIGTERM/SIGINT: `/ready` turns 503 at once; the listeners close (no new connections); idle keep-alive
-connections close; WebSockets get close code 1012 (uvicorn's shutdown, fix 6) so desktops reconnect to another
-task; in-flight requests finish. At `SHUTDOWN_GRACE_MS` a line reports what is still running; at
-`SHUTDOWN_FORCE_MS` what remains is cancelled and the process exits 1. A clean drain exits 0. Later signals are
-ignored, as in the old backend. A watchdog thread guarantees the exit even if a cancelled task will not die.
+connections close after `KEEP_ALIVE_DRAIN_S` (1 s), a request arriving on one meanwhile answered with
+`Connection: close` (DrainingHttpProtocol); WebSockets get close code 1012 (uvicorn's shutdown, fix 6) so
+desktops reconnect to another task; in-flight requests finish. At `SHUTDOWN_GRACE_MS` a line reports what is
+still running; at `SHUTDOWN_FORCE_MS` what remains is cancelled and the process exits 1. A clean drain exits 0.
+Later signals are ignored, as in the old backend. A watchdog thread guarantees the exit even if a cancelled task
+will not die.
 
 Signals are taken by one thread with sigwaitinfo(2) (SIGTERM and SIGINT are blocked in every other thread, and
 in any child process the service might start): one at a time, in arrival order, with the sender's pid. So
@@ -60,6 +62,35 @@ WS_MAX_CONNECTIONS = 18000
 # Descriptors kept for everything else: the listener, the pools, Redis, lingering refused sockets (LINGER_MAX).
 FD_RESERVE = 512
 HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+# How long an idle keep-alive connection stays open once the shutdown began (DrainingHttpProtocol).
+KEEP_ALIVE_DRAIN_S = 1.0
+
+
+class DrainingHttpProtocol(HttpProtocol):
+    """HttpProtocol (the head limits, the connection cap), except for what a shutdown does to an idle keep-alive
+    connection. uvicorn closes it at once. A proxy that reuses it in that instant (its request on the wire or
+    unread in the socket buffer, the close not yet seen) gets a reset: a 502 for a POST behind nginx, which cannot
+    know whether the request was processed (Kludex/uvicorn#3124; the compose drill's rolling replacement hit it
+    under load).
+    Here an idle connection stays open for `KEEP_ALIVE_DRAIN_S`; a request that arrives on it meanwhile is
+    answered with `Connection: close`; then it closes. By then a proxy that kept sending here has had each of its
+    connections closed after a response, and its new ones refused (the listener is closed), so it has stopped
+    choosing this process (nginx: for `fail_timeout`) before the last idle ones close."""
+
+    draining = False
+
+    def shutdown(self) -> None:
+        self.draining = True
+        if not self.refused and (self.cycle is None or self.cycle.response_complete):
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(KEEP_ALIVE_DRAIN_S, self.timeout_keep_alive_handler)
+        else:
+            super().shutdown()  # a request in flight: keep-alive off; a refused connection: nothing to do
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.draining and self.cycle is not None:
+            self.cycle.keep_alive = False
 
 
 class GracefulServer(uvicorn.Server):
@@ -222,7 +253,7 @@ def uvicorn_config(app: Starlette, settings: Settings, ws: WebSocketSupport) -> 
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=HttpProtocol,
+        http=DrainingHttpProtocol,
         # HttpProtocol adjusts uvicorn's own WebSocket protocol (protocols.websocket_protocol); a class is used as is
         ws=ws if isinstance(ws, type) else ("websockets-sansio" if ws else "none"),
         lifespan="on",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import http.client
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,10 @@ from typing import Any
 
 import orjson
 import pytest
+import uvloop
 
+from ccsm_core.lifecycle import Lifecycle
+from ccsm_core.server import KEEP_ALIVE_DRAIN_S, GracefulServer, uvicorn_config
 from ccsm_core.settings import Settings
 from tests.harness import ROOT, LineReader, ServiceProcess, free_port
 
@@ -230,3 +237,87 @@ def test_a_signal_forwarded_by_uv_after_the_shutdown_began_is_logged_as_a_duplic
     assert (event["parent"], event["senderPid"], event["parentPid"]) == ("uv", run.proc.pid, run.proc.pid)
     assert result.get("status") == 200  # the drain went on
     assert "signal ignored, shutdown already in progress" not in "\n".join(run.output.lines)
+
+
+async def _ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n"
+
+
+async def idle_keep_alive_connection(
+    settings: Settings, loop: str
+) -> tuple[GracefulServer, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A GracefulServer in this loop, configured as serve() does, and a connection that has had one answer."""
+    config = uvicorn_config(_ok, dataclasses.replace(settings, host="127.0.0.1", port=0), ws=False)  # type: ignore[arg-type]
+    config.loop = loop
+    config.lifespan = "off"
+    server = GracefulServer(config, Lifecycle("test"), settings)
+    config.load()
+    server.lifespan = config.lifespan_class(config)  # what uvicorn's serve() sets up before startup()
+    await server.startup()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(REQUEST)
+    assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+    return server, reader, writer
+
+
+def run_in(loop: str, scenario: Any) -> Any:
+    return (uvloop.run if loop == "uvloop" else asyncio.run)(scenario)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_request_sent_on_an_idle_keep_alive_connection_as_the_shutdown_starts_is_answered(
+    settings: Settings, loop: str
+) -> None:
+    """A proxy reuses an idle keep-alive connection in the instant the shutdown starts: the request is in the
+    socket buffer, not yet read. uvicorn alone closes that connection unread (a reset: a 502 for a POST behind
+    nginx, Kludex/uvicorn#3124); the drain answers it, then closes the connection."""
+
+    async def scenario() -> bytes:
+        server, reader, writer = await idle_keep_alive_connection(settings, loop)
+        with socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno())) as raw:
+            raw.sendall(REQUEST)  # on the wire before the loop runs again: no await in between
+        await server.shutdown()  # its first step runs now, before the loop has read the socket
+        try:
+            return await asyncio.wait_for(reader.read(), 5)  # what arrived meanwhile, then the close
+        finally:
+            writer.close()
+
+    answer = run_in(loop, scenario())
+    assert answer.startswith(b"HTTP/1.1 200"), answer  # answered in full (read() returned: then it was closed)
+    assert answer.endswith(b"\r\n\r\nok")
+
+
+def test_idle_keep_alive_connections_stay_open_a_moment_into_the_drain_and_answer_with_connection_close(
+    settings: Settings,
+) -> None:
+    """A proxy still sending here during the drain gets answers with `Connection: close` (so it stops reusing
+    the connection) rather than resets; a connection nobody uses closes after KEEP_ALIVE_DRAIN_S."""
+
+    async def scenario() -> tuple[bytes, float]:
+        server, reader, writer = await idle_keep_alive_connection(settings, "uvloop")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        unused_reader, unused_writer = await asyncio.open_connection("127.0.0.1", port)
+        unused_writer.write(REQUEST)
+        await unused_reader.readuntil(b"ok")
+        started = time.monotonic()
+        shutdown = asyncio.ensure_future(server.shutdown())
+        await asyncio.sleep(0.3)  # the proxy's next request comes a moment into the drain (pacing, not a wait)
+        writer.write(REQUEST)
+        answer = await asyncio.wait_for(reader.read(), 5)  # read() returns when the server closes
+        assert await asyncio.wait_for(unused_reader.read(), 5) == b""
+        unused_closed_after = time.monotonic() - started
+        await shutdown
+        writer.close()
+        unused_writer.close()
+        return answer, unused_closed_after
+
+    answer, unused_closed_after = run_in("uvloop", scenario())
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+    assert KEEP_ALIVE_DRAIN_S * 0.9 <= unused_closed_after < KEEP_ALIVE_DRAIN_S + 3
