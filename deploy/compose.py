@@ -7,17 +7,26 @@ Compose v2 binary (deploy.validate.COMPOSE). Needs a Docker engine.
   until every service is healthy and the one-shot jobs (migrate, seed) have exited 0.
 - `down`: removes the containers with their anonymous volumes, and the network; named volumes (the database)
   stay (`down -v` removes them too).
-- `roll SERVICE`: replaces each container of an app service without failing a request (start new, stop old).
+- `roll SERVICE`: replaces the containers of a service that runs as several behind the edge (the api: `api` and
+  `api-b`), one at a time, without failing a request.
+- `scale SERVICE N`: runs N containers of a service and reloads the edge so it routes to all of them.
 - anything else goes to compose as it is (`logs --follow`, `ps`, `exec api ...`).
 
-The rolling replacement mirrors the ECS deployment (minimum 100 %, maximum 200 %): a new container starts beside
-the old one and must be healthy first; the edge is reloaded, so its upstream name resolves to both; the old one
-gets SIGTERM, closes its listener at once (nginx passes a refused connection to the other address, even for a
-POST, since nothing was sent) and finishes what it is serving; once it has exited (the exit code is checked) it
-is removed and the edge reloaded again, forgetting its address. nginx re-resolves upstream names only when its
-configuration is loaded, and a reload is graceful (old workers finish their requests), which is why this is
-done with reloads rather than with a resolver: nginx 1.22 (Debian's, the edge tests' and the stand-in's) cannot
-re-resolve an upstream's servers, and a resolver with a variable `proxy_pass` would give up upstream keep-alive.
+Why the rolling replacement works the way it does. nginx (the edge) resolves an upstream's name when it loads
+its configuration; 1.22 (Debian's, which the edge tests and the stand-in run) cannot re-resolve it later, and a
+resolver with a variable `proxy_pass` would give up upstream keep-alive. A container that starts after the edge
+is therefore reached only after a reload, and a reload closes the old workers' idle client connections: a client
+that sends on one at that instant gets a reset (3 of 7 drill runs on a loaded machine did, when the replacement
+was a new container beside the old one plus two reloads). So the edge is never reloaded during a replacement:
+the api runs as two containers at fixed addresses under one upstream name, and each is replaced in place while
+the other serves. The old one gets SIGTERM: `/ready` turns 503 and its listener closes, so the edge's next
+connection to it is refused and nginx passes the request to the other address (safe for a POST too: nothing was
+sent) and, having seen the failure, sends it nothing for `fail_timeout` (10 s); requests on the connections it
+keeps alive are answered with `Connection: close` for a second before the idle ones close
+(core/ccsm_core/server.py, DrainingHttpProtocol); what it is serving finishes; its exit code is checked; a new
+container takes the same address and must get healthy, and the edge's `fail_timeout` must have passed since then
+(so no nginx worker still skips it), before the other one is replaced. Like the ECS deployment (minimum 100 %), a
+healthy api is always serving.
 """
 
 from __future__ import annotations
@@ -38,8 +47,13 @@ from deploy.validate import ROOT, compose_command
 
 EDGE = "edge"
 EDGE_PORT = 4000  # the port the edge listens on inside its container (compose.yaml publishes it on EDGE_PORT)
-HEALTHY_WITHIN_S = 180.0  # a new container's start period and first checks (the image's HEALTHCHECK: 20 s + 3 x 15 s)
+HEALTHY_WITHIN_S = 180.0  # a new container's start period and first checks, with room for a loaded machine
 RELOAD_WITHIN_S = 30.0
+# nginx keeps an upstream server it saw fail out of rotation for `fail_timeout`, 10 s by default (upstreams.conf
+# sets none; tests/deploy checks that), each worker on its own (nginx docs, ngx_http_upstream_module). It
+# compares whole seconds (ngx_time()), so the window can last up to a second longer; one more for margin.
+EDGE_FAIL_TIMEOUT_S = 10.0
+EDGE_SKIPS_FOR_S = EDGE_FAIL_TIMEOUT_S + 2.0
 
 
 class StackError(RuntimeError):
@@ -154,44 +168,71 @@ class Stack:
                 raise StackError(f"the edge's workers were not replaced within {RELOAD_WITHIN_S:.0f} s")
             time.sleep(0.1)  # polling the edge's process table, bounded by the deadline
 
+    def replicas(self, service: str) -> list[str]:
+        """The compose services whose containers answer to `service`'s name on the network: itself and those that
+        carry it as an alias (api: api, api-b)."""
+        services = self.config()["services"]
+        return [
+            name
+            for name, svc in services.items()
+            if name == service or service in ((svc.get("networks") or {}).get("backend") or {}).get("aliases", [])
+        ]
+
     def roll(self, service: str, log: Any = print) -> list[dict[str, Any]]:
-        """Replace every container of `service`, one at a time. Returns, per old container, what happened."""
+        """Replace each container of `service`'s replicas in place, one at a time. Returns what happened to each."""
         if service not in SERVICES:
             raise StackError(f"only the app services roll ({', '.join(SERVICES)}); {service} is not one")
-        grace_s = duration_s(self.config()["services"][service].get("stop_grace_period", "10s"))
-        old = self.container_ids(service)
-        if not old:
-            raise StackError(f"{service} has no running container: `make up` first")
+        group = self.replicas(service)
+        if len(group) < 2:
+            raise StackError(f"{service} runs as one container: nothing would serve while it is replaced (make up)")
+        services = self.config()["services"]
         report = []
-        for old_id in old:
+        for name in group:
+            others = [cid for other in group if other != name for cid in self.container_ids(other)]
+            self.wait_healthy(others)  # never take one away unless the others serve
+            (old_id,) = self.container_ids(name)
+            grace_s = duration_s(services[name].get("stop_grace_period", "10s"))
             started = time.monotonic()
-            current = self.container_ids(service)
-            self.run(
-                "up", "--detach", "--no-deps", "--no-recreate", "--scale", f"{service}={len(current) + 1}", service
-            )
-            (new_id,) = set(self.container_ids(service)) - set(current)
-            self.wait_healthy([new_id])
-            healthy_s = time.monotonic() - started
-            self.reload_edge()
-            stopping = time.monotonic()
             engine.docker("stop", "--time", str(int(grace_s)), old_id, timeout=grace_s + 30)
-            stopped_s = time.monotonic() - stopping
+            drained_s = time.monotonic() - started
             (state,) = [c["State"] for c in engine.inspect(old_id)]
-            engine.docker("rm", old_id)
-            self.reload_edge()
+            if state["ExitCode"] != 0:
+                raise StackError(f"{name} {old_id[:12]} exited {state['ExitCode']} while draining")
+            self.run("up", "--detach", "--no-deps", "--force-recreate", name, capture=True)
+            (new_id,) = self.container_ids(name)
+            self.wait_healthy([new_id])
+            healthy_at = time.monotonic()
+            if name != group[-1]:
+                # The edge refused this address while it drained and until the new process listened, so some
+                # worker may still skip it; were the next replica taken away now, that worker would have no live
+                # upstream (502). Every such failure happened before the new container was healthy, so this wait
+                # outlasts every worker's window.
+                time.sleep(max(0.0, healthy_at + EDGE_SKIPS_FOR_S - time.monotonic()))
             entry = {
+                "service": name,
                 "old": old_id[:12],
                 "new": new_id[:12],
-                "new_healthy_s": round(healthy_s, 1),
                 "old_exit_code": state["ExitCode"],
-                "old_drain_s": round(stopped_s, 1),
+                "old_drain_s": round(drained_s, 1),
+                "new_healthy_s": round(healthy_at - started - drained_s, 1),
                 "total_s": round(time.monotonic() - started, 1),
+                "timeline": {"stop": started, "exited": started + drained_s, "healthy": healthy_at},
             }
-            log(f"{service}: {entry['old']} replaced by {entry['new']} ({entry})")
+            log(
+                f"{name}: {entry['old']} drained in {entry['old_drain_s']} s (exit 0), {entry['new']} healthy "
+                f"{entry['new_healthy_s']} s later"
+            )
             report.append(entry)
-            if state["ExitCode"] != 0:
-                raise StackError(f"{service} {old_id[:12]} exited {state['ExitCode']} while draining")
         return report
+
+    def scale(self, service: str, count: int) -> list[str]:
+        """Run `count` containers of `service`, wait until they are healthy, then reload the edge so its upstream
+        name resolves to all of them. Returns their ids."""
+        self.run("up", "--detach", "--no-deps", "--no-recreate", "--scale", f"{service}={count}", service, capture=True)
+        ids = self.container_ids(service)
+        self.wait_healthy(ids)
+        self.reload_edge()
+        return ids
 
     def edge_url(self) -> str:
         address = self.run("port", EDGE, str(EDGE_PORT), capture=True).stdout.strip()
@@ -257,6 +298,12 @@ def main(argv: list[str]) -> int:
                 print("usage: python -m deploy.compose roll SERVICE", file=sys.stderr)
                 return 2
             stack.roll(rest[0])
+            return 0
+        if command == "scale":
+            if len(rest) != 2 or not rest[1].isdigit() or int(rest[1]) < 1:
+                print("usage: python -m deploy.compose scale SERVICE COUNT", file=sys.stderr)
+                return 2
+            print(" ".join(i[:12] for i in stack.scale(rest[0], int(rest[1]))))
             return 0
     except (StackError, engine.EngineError) as exc:
         print(f"{command}: {exc}", file=sys.stderr)

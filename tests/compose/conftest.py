@@ -80,8 +80,8 @@ def report(pytestconfig: pytest.Config) -> Report:
     return pytestconfig.stash[_REPORT_KEY]
 
 
-def free_subnet() -> tuple[str, str]:
-    """A /24 no engine network uses, and the edge's address in it."""
+def free_network() -> str:
+    """The first three octets of a 172.30.x.0/24 no engine network uses (compose.yaml's BACKEND_NETWORK)."""
     ids = engine.docker("network", "ls", "--quiet").stdout.split()
     used = [
         ipaddress.ip_network(c["Subnet"])
@@ -90,9 +90,8 @@ def free_subnet() -> tuple[str, str]:
         if c.get("Subnet")
     ]
     for third in range(41, 255):
-        candidate = ipaddress.ip_network(f"172.30.{third}.0/24")
-        if not any(candidate.overlaps(u) for u in used):
-            return str(candidate), f"172.30.{third}.10"
+        if not any(ipaddress.ip_network(f"172.30.{third}.0/24").overlaps(u) for u in used):
+            return f"172.30.{third}"
     raise RuntimeError("no free 172.30.x.0/24 for the drills' network")
 
 
@@ -132,13 +131,11 @@ def drill(report: Report, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         with report.phase("engine") as notes:
             notes["dockerd"] = cleanup.enter_context(running_engine())
         workdir = tmp_path_factory.mktemp("compose")
-        subnet, address = free_subnet()
         settings = {
             "CCSM_COMPOSE_ENV": str(workdir / "drill.env"),
             "COMPOSE_PROJECT_NAME": PROJECT,
             "EDGE_PORT": str(free_port()),
-            "BACKEND_SUBNET": subnet,
-            "EDGE_ADDRESS": address,
+            "BACKEND_NETWORK": free_network(),
             "IMAGE_TAG": IMAGE_TAG,
         }
         patch = cleanup.enter_context(pytest.MonkeyPatch.context())

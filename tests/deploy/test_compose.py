@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from deploy import dotenv
-from deploy.compose import duration_s
+from deploy.compose import EDGE_FAIL_TIMEOUT_S, duration_s
 from deploy.offline.images import official_images
 from deploy.topology import service_deploy
 from tests.harness import ROOT
@@ -85,3 +85,21 @@ def test_a_compose_duration_reads_as_seconds(text: str, seconds: float) -> None:
 
 def test_nanoseconds_read_as_seconds_too() -> None:
     assert duration_s("35000000000") == 35.0
+
+
+def test_the_rolling_replacement_waits_out_the_edges_own_fail_timeout() -> None:
+    """roll waits `EDGE_FAIL_TIMEOUT_S` between replicas because the edge keeps nginx's default; were
+    upstreams.conf to set its own, the wait would be wrong (a 502 when both replicas are skipped)."""
+    upstreams = (ROOT / "edge" / "conf.d" / "upstreams.conf").read_text(encoding="utf-8")
+    assert "fail_timeout" not in upstreams
+    assert "max_fails" not in upstreams
+    assert EDGE_FAIL_TIMEOUT_S == 10.0  # nginx's documented default
+
+
+def test_the_api_runs_as_two_containers_under_one_name_at_fixed_addresses(compose: dict[str, Any]) -> None:
+    api, twin = compose["services"]["api"], compose["services"]["api-b"]
+    assert {k: v for k, v in twin.items() if k != "networks"} == {k: v for k, v in api.items() if k != "networks"}
+    assert twin["networks"]["backend"]["aliases"] == ["api"]
+    addresses = {s["networks"]["backend"]["ipv4_address"] for s in (api, twin)}
+    assert addresses == {"${BACKEND_NETWORK:-172.30.40}.21", "${BACKEND_NETWORK:-172.30.40}.22"}
+    assert set(compose["services"]["edge"]["depends_on"]) >= {"api", "api-b"}

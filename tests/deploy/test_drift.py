@@ -269,11 +269,12 @@ def test_compose_trusts_forwarded_addresses_from_the_edge_only(compose: dict[str
     edge_ip = compose["services"]["edge"]["networks"]["backend"]["ipv4_address"]
     for svc in deployments():
         assert compose["services"][svc.name]["environment"]["TRUSTED_PROXIES"] == edge_ip
-    # Both are variables (a second project runs beside the first); the default address lies in the default subnet.
+    # The network is a variable (a second project runs beside the first); every fixed address lies in it.
     (subnet,) = compose["networks"]["backend"]["ipam"]["config"]
-    (address_default,) = re.findall(r"^\$\{EDGE_ADDRESS:-([\d.]+)\}$", edge_ip)
-    (subnet_default,) = re.findall(r"^\$\{BACKEND_SUBNET:-([\d./]+)\}$", subnet["subnet"])
-    assert ipaddress.ip_address(address_default) in ipaddress.ip_network(subnet_default)
+    network = ipaddress.ip_network(subnet["subnet"].replace("${BACKEND_NETWORK:-172.30.40}", "172.30.40"))
+    fixed = [s["networks"]["backend"]["ipv4_address"] for s in compose["services"].values() if "ipv4_address" in str(s)]
+    assert len(fixed) == 3  # the edge and the two api containers
+    assert all(ipaddress.ip_address(a.replace("${BACKEND_NETWORK:-172.30.40}", "172.30.40")) in network for a in fixed)
     assert compose["services"]["edge"]["ports"] == ["127.0.0.1:${EDGE_PORT:-4000}:4000"]
     assert "./edge/conf.d:/etc/nginx/conf.d:ro" in compose["services"]["edge"]["volumes"]
 
