@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
-from ccsm_core import migrations
 from ccsm_core.settings import Settings
 from tests import harness
 
@@ -17,12 +15,7 @@ def settings() -> Iterator[Settings]:
     s = harness.make_settings()
     harness.create_test_database(s)
     yield s
-    migrations.drop_database(s, s.db_name)
-    client = redis.Redis.from_url(s.redis_url)
-    keys = list(client.scan_iter(match=s.redis_prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    harness.drop_run_data(s)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
@@ -74,6 +75,16 @@ def create_test_database(settings: Settings) -> None:
     migrations.create_database(settings)
     migrations.migrate(settings)
     reseed(settings)
+
+
+def drop_run_data(settings: Settings) -> None:
+    """Drop what a run created: its database and its Redis keys (never anyone else's)."""
+    migrations.drop_database(settings, settings.db_name)
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=settings.redis_prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def reseed(settings: Settings) -> None:

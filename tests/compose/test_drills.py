@@ -22,15 +22,13 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import redis
 from websockets.sync.client import ClientConnection, connect
 
-from ccsm_core import migrations
 from deploy import engine
 from deploy.compose import duration_s
 from deploy.topology import service_deploy
 from tests.compose.conftest import ADMIN, AUTHCODE, PROJECT, Drill
-from tests.harness import ROOT, close_code, free_port, make_settings
+from tests.harness import ROOT, close_code, drop_run_data, free_port, make_settings
 
 T = TypeVar("T")
 APP_SERVICES = ("auth", "ws-gateway", "api", "api-b")
@@ -214,12 +212,7 @@ def test_make_run_still_works_after_make_up(drill: Drill) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the process group this test started (make, uv, the dev server)
         proc.wait(40)
-        migrations.drop_database(settings, settings.db_name)
-        r_client = redis.Redis.from_url(settings.redis_url)
-        keys = list(r_client.scan_iter(match=settings.redis_prefix + "*"))
-        if keys:
-            r_client.delete(*keys)
-        r_client.close()
+        drop_run_data(settings)
     drill.report.check("make run after make up", ready="200", login="200", answered_in=f"{answered_s:.1f} s")
 
 
