@@ -12,7 +12,8 @@ catching `pymysql.err.*` (PyMySQL stays for migrations and test set-up). The poo
 - first come, first served: a released connection goes to the longest waiter, never to a newcomer (aiomysql's
   condition-variable pool lets a newcomer take it ahead of the queue, which is what made our p99 several times
   the old backend's under load);
-- a connection that saw a broken link, a cancellation or is left inside a transaction is closed, never reused;
+- a connection that saw a broken link, a cancellation or is left inside a transaction is closed, never reused,
+  nor one the server closed while it sat in the pool;
   one older than `RECYCLE_S` is replaced; every session has FOUND_ROWS and `time_zone = '+00:00'`.
 """
 
@@ -129,7 +130,16 @@ class Connection:
 
     @property
     def usable(self) -> bool:
-        return bool(self._conn.connected) and time.monotonic() - self.born < RECYCLE_S
+        # A session the server closed while it sat in the pool (the database restarted, wait_timeout, KILL) would
+        # fail its next query with 2006 and cost that request a 503; its transport has already seen the close
+        # (aiomysql's pool made the same check: its reader at EOF).
+        transport = self._conn._transport
+        return (
+            bool(self._conn.connected)
+            and transport is not None
+            and not transport.is_closing()
+            and time.monotonic() - self.born < RECYCLE_S
+        )
 
     def close(self) -> None:
         self._conn.close()
