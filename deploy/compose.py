@@ -4,7 +4,8 @@ Compose v2 binary (deploy.validate.COMPOSE). Needs a Docker engine.
 
 - `up`: writes .env.compose when missing, makes sure every image the stack starts from is on this machine or
   can be pulled (where none can, says so and points at `make offline-images`), then builds, starts and waits
-  until every service is healthy and the one-shot jobs (migrate, seed) have exited 0.
+  until every service is healthy and the one-shot jobs (migrate, seed) have exited 0; then reloads the edge, so
+  it reaches services recreated while it kept running.
 - `down`: removes the containers with their anonymous volumes, and the network; named volumes (the database)
   stay (`down -v` removes them too).
 - `roll SERVICE`: replaces the containers of a service that runs as several behind the edge (the api: `api` and
@@ -145,7 +146,7 @@ class Stack:
                 raise StackError(f"not healthy within {within_s:.0f} s: {health}")
             time.sleep(0.5)  # polling the engine, each pass bounded by the deadline
 
-    def _edge_workers(self) -> set[str]:
+    def edge_workers(self) -> set[str]:
         """PIDs of the edge's nginx workers that take new connections (not those finishing after a reload)."""
         script = (
             'for d in /proc/[0-9]*; do c=$(tr "\\0" " " < "$d/cmdline" 2>/dev/null) || continue; '
@@ -157,11 +158,11 @@ class Stack:
     def reload_edge(self) -> None:
         """Reload nginx (it resolves upstream names again) and return once new workers have taken over."""
         self.run("exec", "-T", EDGE, "nginx", "-t", "-q", capture=True)
-        before = self._edge_workers()
+        before = self.edge_workers()
         self.run("exec", "-T", EDGE, "nginx", "-s", "reload", capture=True)
         deadline = time.monotonic() + RELOAD_WITHIN_S
         while True:
-            now = self._edge_workers()
+            now = self.edge_workers()
             if now and not now & before:
                 return
             if time.monotonic() > deadline:
@@ -271,6 +272,9 @@ def up(stack: Stack, extra: list[str]) -> int:
     if result.returncode != 0:
         print("make up: the stack did not get healthy; `make logs` shows why", file=sys.stderr)
         return result.returncode
+    # A service recreated under a running edge (new image or settings) has a new address, which nginx learns only
+    # when it loads its configuration again (before this, the next login through the edge was a 502).
+    stack.reload_edge()
     print(f"the backend answers on {stack.edge_url()} (make smoke BASE_URL=..., make logs, make down)")
     return 0
 

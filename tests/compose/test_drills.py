@@ -174,6 +174,25 @@ def test_the_smoke_checks_pass_through_the_edge(drill: Drill) -> None:
     drill.report.check("make smoke through the edge", result="9/9", slowest=" ".join(slowest.split()[1:-1]))
 
 
+def test_a_second_make_up_that_recreates_the_services_keeps_the_edge_routing_to_them(drill: Drill) -> None:
+    """A changed setting (as after editing code: a new image) recreates the services under a running edge, at
+    new addresses; `make up` reloads the edge (before, the next login through it was a 502)."""
+    (edge_before,) = drill.stack.container_ids("edge")
+    (auth_before,) = drill.stack.container_ids("auth")
+    workers_before = drill.stack.edge_workers()
+    up = drill.make("up", LOG_LEVEL="warning")
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    assert drill.stack.container_ids("edge") == [edge_before]
+    assert drill.stack.container_ids("auth") != [auth_before]
+    # Docker may give a new container a freed address back, so routing alone does not show it: the edge's
+    # workers were replaced, i.e. it loaded its configuration (and resolved the names) again.
+    assert not drill.stack.edge_workers() & workers_before
+    with httpx.Client(base_url=drill.base_url, timeout=30) as c, ExitStack() as sockets:
+        headers = login(c)
+        open_socket(drill, headers, sockets)
+    drill.report.check("make up again, services recreated", edge="kept", login="200", ws="connected")
+
+
 def test_make_run_still_works_after_make_up(drill: Drill) -> None:
     """`make up` writes nothing `make run` reads: the dev server on the machine's MariaDB gets ready and logs in
     (the old `.env` from `make up` made readiness fail with "Access denied" and login answer 500)."""
