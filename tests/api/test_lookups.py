@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from ccsm_api.lookups import derive_key
+from ccsm_core import migrations
+from ccsm_core.db import connect_sync
 from ccsm_core.settings import Settings
+from tests import harness
 from tests.api.part1_support import api, auth, call, expired_auth, query, replay
+from tests.api.transcript import execute
 
 PATHS = [
     "/api/lookups/project-form",
@@ -129,3 +137,51 @@ def test_with_auth_off_lookups_need_no_token(settings: Settings) -> None:
     with api(settings, auth_required=False) as client:
         r = client.get("/api/lookups/task-categories")
     assert r.json() == call("GET /api/lookups/task-categories", 0)["response"]
+
+
+@pytest.fixture
+def older_schema(settings: Settings) -> Iterator[Settings]:
+    """A database of its own, migrated and seeded, for a test to bend into an older schema."""
+    scratch = dataclasses.replace(settings, db_name=f"{settings.db_name}_older")
+    harness.create_test_database(scratch)
+    try:
+        yield scratch
+    finally:
+        migrations.drop_database(scratch, scratch.db_name)
+
+
+def _form(settings: Settings) -> dict[str, Any]:
+    with api(settings) as client:
+        r = client.get("/api/lookups/project-form", headers=auth(settings, "admin"))
+    assert r.status_code == 200
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_the_project_form_reads_an_older_units_table_with_labels(older_schema: Settings) -> None:
+    current = _form(older_schema)
+    execute(older_schema, "CREATE TABLE units (id INT PRIMARY KEY, label VARCHAR(50))")
+    execute(older_schema, "INSERT INTO units VALUES (2, 'sheets'), (1, 'boxes')")
+    body = _form(older_schema)
+    assert body["units"] == [{"id": 1, "name": "boxes"}, {"id": 2, "name": "sheets"}]
+    assert {k: v for k, v in body.items() if k != "units"} == {k: v for k, v in current.items() if k != "units"}
+    assert list(body) == list(current)
+
+
+def test_an_empty_older_units_table_falls_back_to_the_unit_types(older_schema: Settings) -> None:
+    current = _form(older_schema)
+    execute(older_schema, "CREATE TABLE units (id INT PRIMARY KEY, name VARCHAR(50))")
+    assert _form(older_schema) == current
+    assert current["units"] == query(older_schema, "SELECT id, name FROM ref_unit_types ORDER BY name")
+
+
+def test_a_schema_without_task_data_definitions_gives_an_empty_list(older_schema: Settings) -> None:
+    conn = connect_sync(older_schema, older_schema.db_name)
+    try:
+        conn.cursor().execute("SET FOREIGN_KEY_CHECKS = 0")
+        conn.cursor().execute("DROP TABLE task_data_definitions")
+    finally:
+        conn.close()
+    body = _form(older_schema)
+    assert body["taskDataDefinitions"] == []
+    assert body["units"] == query(older_schema, "SELECT id, name FROM ref_unit_types ORDER BY name")

@@ -9,7 +9,8 @@ once. This module makes those requests cheap and never stale:
   is younger than `MAX_AGE_S`, a safety net for writers outside this service such as the old backend during the
   cut-over).
 - **Single flight.** Concurrent requests for the same version share one build; a build is one consistent
-  snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`) of 14 queries on one pooled connection.
+  snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`) of 14 queries on one pooled connection, in
+  one round trip (`Database.snapshot`).
 - **ETag.** The body's hash; `If-None-Match` with it answers 304 without a body. Equal data gives equal tags in
   every process.
 - **Roles (I-14).** Admins get every active user; anyone else gets only their own row in `users` (the desktop
@@ -124,15 +125,8 @@ class BootstrapCache:
 
     async def _build(self, version: Version | None) -> Payload:
         self.builds += 1
-        data: dict[str, list[dict[str, Any]]] = {}
-        async with self.db.connection() as conn, conn.cursor() as cur:
-            await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            try:
-                for key, sql in QUERIES:
-                    await cur.execute(sql)
-                    data[key] = list(await cur.fetchall())
-            finally:
-                await conn.rollback()
+        results = await self.db.snapshot([(sql, None) for _, sql in QUERIES])
+        data: dict[str, list[dict[str, Any]]] = {key: rows for (key, _), rows in zip(QUERIES, results, strict=True)}
         users = data.pop("users")
         tail = b"," + dumps(data)[1:]
         users_json = dumps(users)

@@ -128,18 +128,10 @@ async def save_task_data(request: Request) -> Response:
         await cur.execute(TASK_DATA_ROW_FOR_UPDATE_SQL, (project_task["id"], def_id))
         existing = await cur.fetchone()
         if existing is not None:
-            clear = ", ".join(f"{c} = NULL" for c in VALUE_COLUMNS if c != column)
-            await cur.execute(
-                f"UPDATE project_task_data SET {clear}, {column} = %s, updated_at = NOW() WHERE id = %s",  # noqa: S608
-                (value, existing["id"]),
-            )
+            await cur.execute(SET_TASK_DATA_VALUE_SQL[column], (value, existing["id"]))
             result = {"success": True, "updated": True}
         else:
-            await cur.execute(
-                f"INSERT INTO project_task_data (project_task_id, data_def_id, {column}, created_at, updated_at) "  # noqa: S608
-                "VALUES (%s, %s, %s, NOW(), NOW())",
-                (project_task["id"], def_id, value),
-            )
+            await cur.execute(INSERT_TASK_DATA_VALUE_SQL[column], (project_task["id"], def_id, value))
             result = {"success": True, "created": True}
     return json_response(result)
 
@@ -388,11 +380,7 @@ async def complete(request: Request) -> Response:
             return json_response({"success": True, "duplicate": True})
         for def_id, column, value in task_data:
             try:
-                await cur.execute(
-                    f"INSERT INTO users_time_tracking_data (tracking_uuid, data_def_id, {column}) VALUES (%s, %s, %s) "  # noqa: S608
-                    f"ON DUPLICATE KEY UPDATE {column} = VALUES({column}), updated_at = CURRENT_TIMESTAMP",
-                    (uuid, def_id, value),
-                )
+                await cur.execute(UPSERT_TRACKING_DATA_SQL[column], (uuid, def_id, value))
             except (pymysql.err.IntegrityError, pymysql.err.DataError):
                 raise ApiError(400, "Invalid taskData (unknown definition or a value its column cannot hold)") from None
         if note:
@@ -556,3 +544,22 @@ INSERT INTO prod_notes (item_id, unit_id, user_id, task_id, activity_id, note, c
 VALUES (%s, NULL, %s, %s, %s, %s, NOW(), %s)
 """
 SET_SEGMENT_NOTE_SQL = "UPDATE users_time_tracking SET note = %s WHERE id = %s"
+
+# One statement per value column, built once from the column whitelists (`task_values`), never from a request:
+# the column a value goes to depends on its type, and placeholders cannot name columns.
+SET_TASK_DATA_VALUE_SQL: dict[str, str] = {
+    column: "UPDATE project_task_data SET "  # noqa: S608 - whitelisted column names
+    + ", ".join(f"{c} = NULL" for c in VALUE_COLUMNS if c != column)
+    + f", {column} = %s, updated_at = NOW() WHERE id = %s"
+    for column in set(TASK_DATA_COLUMNS.values())
+}
+INSERT_TASK_DATA_VALUE_SQL: dict[str, str] = {
+    column: f"INSERT INTO project_task_data (project_task_id, data_def_id, {column}, created_at, updated_at) "  # noqa: S608
+    "VALUES (%s, %s, %s, NOW(), NOW())"
+    for column in set(TASK_DATA_COLUMNS.values())
+}
+UPSERT_TRACKING_DATA_SQL: dict[str, str] = {
+    column: f"INSERT INTO users_time_tracking_data (tracking_uuid, data_def_id, {column}) VALUES (%s, %s, %s) "  # noqa: S608
+    f"ON DUPLICATE KEY UPDATE {column} = VALUES({column}), updated_at = CURRENT_TIMESTAMP"
+    for column in set(TRACKING_DATA_COLUMNS.values())
+}

@@ -4,9 +4,9 @@ Kept: every shape, order and fallback, including the ones listed as bugs that a 
 customer role may call all five (core 7), `fullName` is null when a name part is NULL and inactive users are
 listed (core 17), an unknown `projectTypeCode` returns every category (core 18: the web client sends
 `undefined` for projects without a type and then shows every category), itemStatuses mixes all projects (19).
-Fixed: the project form runs its queries one after another on one pooled connection instead of ten parallel
-ones against a 10-connection pool; an object/array or an oversized value is a 400; the duplicate fallback of the
-POST cannot crash the process.
+Fixed: the project form reads its parts in one round trip on one pooled connection (one after another on the
+old schemas' fallbacks) instead of ten parallel queries against a 10-connection pool; an object/array or an
+oversized value is a 400; the duplicate fallback of the POST cannot crash the process.
 """
 
 from __future__ import annotations
@@ -35,33 +35,37 @@ def derive_key(label: str) -> str:
 async def project_form(request: Request) -> Response:
     await request.state.guard.require(request, None)
     db: Database = request.state.db
+    try:
+        # Every part in one round trip (`Database.snapshot`) on the current schema, which has no `units` ...
+        units_table, unit_types, *parts = await db.snapshot([(sql, None) for sql in PROJECT_FORM_SQL])
+        if units_table:
+            result = await _project_form_one_by_one(db)
+        else:
+            result = dict(zip(PROJECT_FORM_KEYS, parts, strict=True))
+            result["units"] = unit_types
+    except pymysql.err.MySQLError as exc:
+        # ... and the older schemas' (`units`, with `name` or `label`; no definitions) one query at a time.
+        if not inputs.is_missing_table(exc):
+            raise
+        result = await _project_form_one_by_one(db)
+    # The old handler's key order.
+    return json_response({key: result[key] for key in ("projectTypes", "statuses", "customers", "items", "units",
+                                                       "users", "roles", "tasks", "taskCategories", "itemStatuses",
+                                                       "taskDataDefinitions")})  # fmt: skip
+
+
+async def _project_form_one_by_one(db: Database) -> dict[str, Any]:
     async with db.connection() as conn, conn.cursor() as cur:
-        units = await select_units(cur)
-        result: dict[str, Any] = {
-            "projectTypes": await rows(cur, "SELECT id, code, label FROM ref_project_types ORDER BY label"),
-            "statuses": await rows(cur, "SELECT id, label FROM ref_project_status ORDER BY id"),
-            "customers": await rows(cur, "SELECT id, name FROM customers ORDER BY name"),
-            "items": await rows(cur, "SELECT id, name FROM ref_item_types ORDER BY name"),
-            "units": units,
-            "users": await rows(
-                cur, "SELECT ID AS id, CONCAT(first_name, ' ', last_name) AS fullName FROM users ORDER BY fullName"
-            ),
-            "roles": await rows(cur, "SELECT id, label FROM ref_project_roles ORDER BY label"),
-            "tasks": await rows(
-                cur,
-                "SELECT t.id, t.description, t.category_id AS categoryId, c.name AS categoryName "
-                "FROM tasks t LEFT JOIN ref_task_category c ON c.id = t.category_id ORDER BY t.id",
-            ),
-            "taskCategories": await rows(cur, "SELECT id, name FROM ref_task_category ORDER BY name"),
-            "itemStatuses": await rows(cur, "SELECT id, label, label AS name FROM ref_item_status ORDER BY id"),
-        }
+        result: dict[str, Any] = {"units": await select_units(cur)}
+        for key, sql in zip(PROJECT_FORM_KEYS[:-1], PROJECT_FORM_SQL[2:-1], strict=True):
+            result[key] = await rows(cur, sql)
         try:
             result["taskDataDefinitions"] = await rows(cur, SELECT_DEFINITIONS)
         except pymysql.err.MySQLError as exc:
             if not inputs.is_missing_table(exc):
                 raise
             result["taskDataDefinitions"] = []
-    return json_response(result)
+    return result
 
 
 async def list_definitions(request: Request) -> Response:
@@ -133,6 +137,28 @@ async def item_categories(request: Request) -> Response:
 
 SELECT_DEFINITIONS = "SELECT id, `key`, label, value_type AS valueType FROM task_data_definitions ORDER BY label"
 
+# The project form's parts, in the order the old handler read them, after whether the older `units` table exists
+# (then read first, as before) and `ref_unit_types` (the schema's own).
+PROJECT_FORM_KEYS = (
+    "projectTypes", "statuses", "customers", "items", "users", "roles", "tasks", "taskCategories", "itemStatuses",
+    "taskDataDefinitions",
+)  # fmt: skip
+PROJECT_FORM_SQL = (
+    "SELECT 1 AS present FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'units'",
+    "SELECT id, name FROM ref_unit_types ORDER BY name",
+    "SELECT id, code, label FROM ref_project_types ORDER BY label",
+    "SELECT id, label FROM ref_project_status ORDER BY id",
+    "SELECT id, name FROM customers ORDER BY name",
+    "SELECT id, name FROM ref_item_types ORDER BY name",
+    "SELECT ID AS id, CONCAT(first_name, ' ', last_name) AS fullName FROM users ORDER BY fullName",
+    "SELECT id, label FROM ref_project_roles ORDER BY label",
+    "SELECT t.id, t.description, t.category_id AS categoryId, c.name AS categoryName "
+    "FROM tasks t LEFT JOIN ref_task_category c ON c.id = t.category_id ORDER BY t.id",
+    "SELECT id, name FROM ref_task_category ORDER BY name",
+    "SELECT id, label, label AS name FROM ref_item_status ORDER BY id",
+    SELECT_DEFINITIONS,
+)
+
 
 async def rows(cur: Any, sql: str) -> list[Row]:
     await cur.execute(sql)
@@ -154,5 +180,5 @@ async def select_units(cur: Any) -> list[Row]:
             raise
         found = []
     if not found:
-        found = await rows(cur, "SELECT id, name FROM ref_unit_types ORDER BY name")
+        found = await rows(cur, PROJECT_FORM_SQL[1])
     return found

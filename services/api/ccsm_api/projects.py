@@ -65,26 +65,15 @@ async def get_project(request: Request) -> Response:
     await request.state.guard.require(request, STAFF)
     project_id = _project_id(request)
     db: Database = request.state.db
-    async with db.connection() as conn, conn.cursor() as cur:
-        # One snapshot for all six parts (they used to be read separately and could disagree).
-        await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        try:
-            await cur.execute(PROJECT_SQL, (project_id,))
-            project = await cur.fetchone()
-            if project is None:
-                raise ApiError(404, "Project not found")
-            await cur.execute(TEAM_SQL, (project_id,))
-            team = await cur.fetchall()
-            await cur.execute(TASK_ROLES_SQL, (project_id,))
-            role_rows = await cur.fetchall()
-            await cur.execute(PROJECT_TASKS_SQL, (project_id,))
-            project_tasks = await cur.fetchall()
-            await cur.execute(TASK_DATA_SQL, (project_id,))
-            data_rows = await cur.fetchall()
-            await cur.execute(STATUS_LINKS_SQL, (project_id,))
-            status_rows = await cur.fetchall()
-        finally:
-            await conn.rollback()
+    # One snapshot for all six parts (they used to be read separately and could disagree), in one round trip.
+    args = (project_id,)
+    projects, team, role_rows, project_tasks, data_rows, status_rows = await db.snapshot(
+        [(PROJECT_SQL, args), (TEAM_SQL, args), (TASK_ROLES_SQL, args), (PROJECT_TASKS_SQL, args),
+         (TASK_DATA_SQL, args), (STATUS_LINKS_SQL, args)]
+    )  # fmt: skip
+    if not projects:
+        raise ApiError(404, "Project not found")
+    project = projects[0]
 
     first_pt: dict[int, dict[str, Any]] = {}
     for pt in project_tasks:
@@ -93,14 +82,14 @@ async def get_project(request: Request) -> Response:
     for row in role_rows:
         entry = tasks.get(row["taskId"])
         if entry is None:
-            pt = first_pt.get(row["taskId"])
+            first = first_pt.get(row["taskId"])
             entry = tasks[row["taskId"]] = {
                 "taskId": row["taskId"],
                 "taskTitle": row["taskTitle"],
                 "categoryId": row["categoryId"],
                 "rolesId": [],
                 "taskData": [],
-                "projectTaskId": pt["id"] if pt else None,
+                "projectTaskId": first["id"] if first else None,
             }
         entry["rolesId"].append(row["roleId"])
     for pt in project_tasks:  # I-9: project tasks without any role row
