@@ -11,7 +11,7 @@ import asyncio
 import pymysql
 import pytest
 
-from ccsm_core.db import Pool, Row
+from ccsm_core.db import Connection, Pool, Row
 from ccsm_core.settings import Settings
 
 
@@ -46,6 +46,12 @@ def test_a_session_the_server_closed_while_pooled_is_replaced_not_reused(setting
     assert second != first
 
 
+async def _scalar(conn: Connection, sql: str) -> int:
+    async with conn.cursor() as cur:
+        await cur.execute(sql)
+        return int((await cur.fetchone())["value"])
+
+
 def test_a_snapshot_reads_every_statement_with_its_own_values_inside_one_read_only_transaction(
     settings: Settings,
 ) -> None:
@@ -63,9 +69,7 @@ def test_a_snapshot_reads_every_statement_with_its_own_values_inside_one_read_on
             ]
         )
         after = conn.in_transaction()
-        async with conn.cursor() as cur:
-            await cur.execute("SELECT COUNT(*) AS n FROM users")
-            users = int((await cur.fetchone())["n"])
+        users = await _scalar(conn, "SELECT COUNT(*) AS value FROM users")
         pool.release(conn)
         pool.close()
         return results, after, users
@@ -85,17 +89,13 @@ def test_a_failed_snapshot_is_a_pymysql_error_and_its_session_is_never_reused(se
     async def scenario() -> tuple[bool, int, int]:
         pool = Pool(settings, settings.db_name)
         conn = await pool.acquire()
-        async with conn.cursor() as cur:
-            await cur.execute("SELECT CONNECTION_ID() AS id")
-            first = int((await cur.fetchone())["id"])
+        first = await _scalar(conn, "SELECT CONNECTION_ID() AS value")
         with pytest.raises(pymysql.err.ProgrammingError):
             await conn.snapshot([("SELECT 1 AS one", None), ("SELECT * FROM no_such_table", None)])
         usable = conn.usable
         pool.release(conn)
         again = await pool.acquire()
-        async with again.cursor() as cur:
-            await cur.execute("SELECT CONNECTION_ID() AS id")
-            second = int((await cur.fetchone())["id"])
+        second = await _scalar(again, "SELECT CONNECTION_ID() AS value")
         pool.release(again)
         pool.close()
         return usable, first, second
