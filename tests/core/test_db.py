@@ -7,11 +7,12 @@ such session cost one request a 503."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pymysql
 import pytest
 
-from ccsm_core.db import Connection, Pool, Row
+from ccsm_core.db import Connection, Database, Pool, Row, connect_sync
 from ccsm_core.settings import Settings
 
 
@@ -103,3 +104,73 @@ def test_a_failed_snapshot_is_a_pymysql_error_and_its_session_is_never_reused(se
     usable, first, second = asyncio.run(scenario())
     assert usable is False
     assert second != first
+
+
+@pytest.fixture
+def probe_table(settings: Settings) -> Iterator[str]:
+    conn = connect_sync(settings, settings.db_name)
+    try:
+        conn.cursor().execute("CREATE TABLE tx_probe (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20) UNIQUE)")
+        yield "tx_probe"
+    finally:
+        conn.cursor().execute("DROP TABLE IF EXISTS tx_probe")
+        conn.close()
+
+
+def test_a_transactions_first_statement_carries_its_start_and_its_own_results(
+    settings: Settings, probe_table: str
+) -> None:
+    async def scenario() -> tuple[int, int, int, int, list[Row]]:
+        db = Database(settings)
+        await db.open()
+        try:
+            async with db.transaction() as cur:
+                await cur.execute("SELECT @@in_transaction AS t")  # the first statement, sent with its START
+                inside = int((await cur.fetchone())["t"])
+            async with db.transaction() as cur:
+                inserted = await cur.execute("INSERT INTO tx_probe (v) VALUES (%s), (%s)", ("a", "100%"))
+                first_id = int(cur.lastrowid)
+            counts: list[int] = []
+
+            async def update_then_fail() -> None:
+                async with db.transaction() as cur:
+                    counts.append(await cur.execute("UPDATE tx_probe SET v = CONCAT(v, '!')"))
+                    raise RuntimeError("rolled back")
+
+            with pytest.raises(RuntimeError):
+                await update_then_fail()
+            updated = counts[0]
+            async with db.connection() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT v FROM tx_probe ORDER BY id")
+                rows = list(await cur.fetchall())
+        finally:
+            await db.close()
+        return inside, inserted, first_id, updated, rows
+
+    inside, inserted, first_id, updated, rows = asyncio.run(scenario())
+    assert (inside, inserted, updated) == (1, 2, 2)
+    assert first_id > 0
+    assert rows == [{"v": "a"}, {"v": "100%"}]  # the rolled-back UPDATE left nothing
+
+
+def test_a_failing_first_statement_is_a_pymysql_error_and_leaves_no_transaction_open(
+    settings: Settings, probe_table: str
+) -> None:
+    async def scenario() -> tuple[int, bool]:
+        db = Database(settings)
+        await db.open()
+        try:
+            async with db.transaction() as cur:
+                await cur.execute("INSERT INTO tx_probe (v) VALUES (%s)", ("dup",))
+            with pytest.raises(pymysql.err.IntegrityError):
+                async with db.transaction() as cur:
+                    await cur.execute("INSERT INTO tx_probe (v) VALUES (%s)", ("dup",))
+            async with db.connection() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT COUNT(*) AS n FROM tx_probe")
+                n = int((await cur.fetchone())["n"])
+                open_after = conn.in_transaction()
+        finally:
+            await db.close()
+        return n, open_after
+
+    assert asyncio.run(scenario()) == (1, False)
