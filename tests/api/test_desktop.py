@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 
 from ccsm_core.settings import Settings
 from tests.api.work_support import api, auth, call, query, replay, send, snapshot
@@ -172,6 +173,57 @@ def test_an_employee_cannot_act_on_another_users_records(fresh_db: Settings) -> 
         )
         assert r.status_code == 409
     assert snapshot(fresh_db) == before
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "duration"),
+    [
+        ("2026-02-12T06:00:00.000Z", "2026-02-12T06:00:59.999Z", 0),  # floored, as Math.floor did
+        ("2026-02-12T06:00:00.000Z", "2026-02-12T06:01:00.001Z", 1),
+        ("2026-02-12T06:00:00.900Z", "2026-02-12T06:02:00.100Z", 2),  # start stored as whole seconds
+        ("2026-02-12T06:00:00.000Z", "2026-02-12T05:59:30.000Z", 0),  # an end before the start: 0
+        ("2026-02-12T06:00:00.000Z", "2026-05-12T06:00:00.000Z", 65535),  # the column's maximum
+    ],
+)
+def test_a_completion_stores_the_floored_minutes_within_the_columns_range(
+    fresh_db: Settings, start: str, end: str, duration: int
+) -> None:
+    headers = auth(fresh_db, "pnair")
+    with api(fresh_db) as client:
+        client.post(
+            "/api/desktop/activities/start-unallocated", headers=headers, json={"uuid": "edge-0001", "timestamp": start}
+        )
+        r = client.post(
+            "/api/desktop/activities/complete",
+            headers=headers,
+            json={"uuid": "edge-0001", "user_id": 3, "timestamp": end, "isTaskCompleted": 0},
+        )
+        assert r.json() == {"success": True}
+    assert query(fresh_db, "SELECT duration, is_finished FROM users_time_tracking WHERE uuid = 'edge-0001'") == [
+        {"duration": duration, "is_finished": 1}  # not a task segment: finished whatever isTaskCompleted says
+    ]
+
+
+def test_another_users_open_segment_is_ignored_and_left_open(fresh_db: Settings) -> None:
+    with api(fresh_db) as client:
+        client.post(
+            "/api/desktop/activities/start-unallocated",
+            headers=auth(fresh_db, "pnair"),
+            json={"uuid": "mine-0001", "timestamp": "2026-02-12T06:00:00.000Z"},
+        )
+        other = auth(fresh_db, "mreyes")
+        r = client.post(
+            "/api/desktop/activities/complete",
+            headers=other,
+            json={"uuid": "mine-0001", "user_id": 2, "timestamp": "2026-02-12T07:00:00.000Z"},
+        )
+        unknown = client.post(
+            "/api/desktop/activities/complete",
+            headers=other,
+            json={"uuid": "none-0001", "user_id": 2, "timestamp": "2026-02-12T07:00:00.000Z"},
+        )
+    assert r.json() == unknown.json() == {"success": True, "ignored": True}
+    assert query(fresh_db, "SELECT end_time FROM users_time_tracking WHERE uuid = 'mine-0001'") == [{"end_time": None}]
 
 
 def test_a_long_segment_keeps_its_full_duration(fresh_db: Settings) -> None:

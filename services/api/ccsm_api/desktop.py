@@ -14,7 +14,6 @@ written once; no 255-minute cap; an invalid timestamp is a 400 that changes noth
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any
 
@@ -363,20 +362,20 @@ async def complete(request: Request) -> Response:
     task_data = _task_data(body)
     end = parse_instant(body.get("timestamp"))  # I-6: 400 before anything changes
     db: Database = request.state.db
+    owner = None if principal is None or principal.is_admin else principal.id
     async with db.transaction() as cur:
-        # The row lock makes a concurrent duplicate wait, then see end_time set (I-5).
-        await cur.execute(SEGMENT_FOR_UPDATE_SQL, (uuid,))
-        segment = await cur.fetchone()
-        if segment is None or not may_act_on(principal, segment["user_id"]):
-            return json_response({"success": True, "ignored": True})
-        if segment["end_time"] is not None:
-            return json_response({"success": True, "duplicate": True})
-        start: dt.datetime = segment["start_time"]
-        minutes = math.floor((end - start).total_seconds() / 60)
-        duration = min(max(minutes, 0), DURATION_MAX)
-        finished = 1 if segment["activity_id"] != 2 else completed
-        closed = await cur.execute(CLOSE_SEGMENT_SQL, (mysql_datetime(end), duration, finished, segment["id"]))
+        # One statement closes the segment if it is open and the caller may act on it, its duration and finish
+        # computed in SQL as the old handler computed them; its row lock makes a concurrent duplicate wait, then
+        # match nothing (I-5). Only when it matched nothing is the segment read, to say why.
+        end_text = mysql_datetime(end)
+        closed = await cur.execute(
+            CLOSE_OPEN_SEGMENT_SQL, (end_text, end_text, DURATION_MAX, completed, uuid, owner, owner)
+        )
         if closed != 1:
+            await cur.execute(SEGMENT_OWNER_SQL, (uuid,))
+            existing = await cur.fetchone()
+            if existing is None or not may_act_on(principal, existing["user_id"]):
+                return json_response({"success": True, "ignored": True})
             return json_response({"success": True, "duplicate": True})
         for def_id, column, value in task_data:
             try:
@@ -384,6 +383,8 @@ async def complete(request: Request) -> Response:
             except (pymysql.err.IntegrityError, pymysql.err.DataError):
                 raise ApiError(400, "Invalid taskData (unknown definition or a value its column cannot hold)") from None
         if note:
+            await cur.execute(SEGMENT_SQL, (uuid,))
+            segment = await cur.fetchone()
             if segment["activity_id"] == 2:
                 # I-8: the note's author is the segment's owner, not whoever sent the completion.
                 await cur.execute(
@@ -532,13 +533,17 @@ INSERT INTO users_time_tracking
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL)
 """
 SEGMENT_OWNER_SQL = "SELECT user_id FROM users_time_tracking WHERE uuid = %s"
-SEGMENT_FOR_UPDATE_SQL = """
-SELECT id, start_time, end_time, activity_id, user_id, project_id, task_id, item_id
-FROM users_time_tracking WHERE uuid = %s FOR UPDATE
+# D17. Duration: whole minutes from start to end, floored, within [0, the column's maximum]: the old
+# `Math.floor((end - start) / 60000)` (start is whole seconds, so the end's truncation to whole seconds changes
+# no floor). A segment other than a task's (activity 2) is always finished. The owner test is `may_act_on`'s.
+CLOSE_OPEN_SEGMENT_SQL = """
+UPDATE users_time_tracking
+SET end_time = %s,
+    duration = LEAST(GREATEST(FLOOR(TIMESTAMPDIFF(SECOND, start_time, %s) / 60), 0), %s),
+    is_finished = IF(activity_id <> 2, 1, %s)
+WHERE uuid = %s AND end_time IS NULL AND (%s IS NULL OR user_id = %s)
 """
-CLOSE_SEGMENT_SQL = """
-UPDATE users_time_tracking SET end_time = %s, duration = %s, is_finished = %s WHERE id = %s AND end_time IS NULL
-"""
+SEGMENT_SQL = "SELECT id, activity_id, user_id, project_id, task_id, item_id FROM users_time_tracking WHERE uuid = %s"
 INSERT_PROD_NOTE_SQL = """
 INSERT INTO prod_notes (item_id, unit_id, user_id, task_id, activity_id, note, created_at, project_id)
 VALUES (%s, NULL, %s, %s, %s, %s, NOW(), %s)
