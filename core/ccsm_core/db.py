@@ -135,9 +135,6 @@ class Connection:
         except asyncmy.errors.MySQLError as exc:
             raise _translated(exc) from None
 
-    async def begin(self) -> None:
-        await self._call("begin")
-
     async def commit(self) -> None:
         await self._call("commit")
 
@@ -218,7 +215,7 @@ class Pool:
                     connect_timeout=s.db_connect_timeout_s,
                     # contract-core §1.5: mysql2 sets FOUND_ROWS, so an UPDATE writing identical values reports 1
                     # matched row and the PUT endpoints answer 200 rather than 404.
-                    client_flag=CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,  # for `snapshot()` only
+                    client_flag=CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,  # snapshot() and a transaction's START
                     init_command="SET time_zone = '+00:00'",
                 ),
                 s.db_connect_timeout_s,

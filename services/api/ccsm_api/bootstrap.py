@@ -125,7 +125,7 @@ class BootstrapCache:
 
     async def _build(self, version: Version | None) -> Payload:
         self.builds += 1
-        results = await self.db.snapshot([(sql, None) for _, sql in QUERIES])
+        results = await self.db.snapshot(SNAPSHOT)
         data: dict[str, list[dict[str, Any]]] = {key: rows for (key, _), rows in zip(QUERIES, results, strict=True)}
         users = data.pop("users")
         tail = b"," + dumps(data)[1:]
@@ -196,3 +196,4 @@ QUERIES: tuple[tuple[str, str], ...] = (
     ("cfsItems", "SELECT id, project_id, label, task_status_id FROM cfs_items ORDER BY id"),
     ("imItems", "SELECT id, project_id, label, task_status_id FROM im_items ORDER BY id"),
 )
+SNAPSHOT = tuple((sql, None) for _, sql in QUERIES)  # the statements as `Database.snapshot` takes them

@@ -37,7 +37,7 @@ async def project_form(request: Request) -> Response:
     db: Database = request.state.db
     try:
         # Every part in one round trip (`Database.snapshot`) on the current schema, which has no `units` ...
-        units_table, unit_types, *parts = await db.snapshot([(sql, None) for sql in PROJECT_FORM_SQL])
+        units_table, unit_types, *parts = await db.snapshot(PROJECT_FORM_SNAPSHOT)
         if units_table:
             result = await _project_form_one_by_one(db)
         else:
@@ -158,6 +158,7 @@ PROJECT_FORM_SQL = (
     "SELECT id, label, label AS name FROM ref_item_status ORDER BY id",
     SELECT_DEFINITIONS,
 )
+PROJECT_FORM_SNAPSHOT = tuple((sql, None) for sql in PROJECT_FORM_SQL)
 
 
 async def rows(cur: Any, sql: str) -> list[Row]:
