@@ -200,6 +200,11 @@ class Pool:
     def freesize(self) -> int:
         return len(self._free)
 
+    def idle(self) -> int:
+        """Connections a request could take now without waiting: free ones and slots not yet opened (0 while
+        anyone waits)."""
+        return 0 if self._waiters else self.size - self.opened + len(self._free)
+
     async def _connect(self) -> Connection:
         s = self.settings
         try:
@@ -327,6 +332,10 @@ class Database:
 
     def on_commit(self, hook: CommitHook) -> None:
         self._commit_hooks.append(hook)
+
+    def idle_connections(self) -> int:
+        """`Pool.idle()`, 0 when closed: what the pool could lend a user past their share (ccsm_core.fairness)."""
+        return self.pool.idle() if self.pool is not None else 0
 
     def run_commit_hooks(self, reason: str) -> None:
         for hook in self._commit_hooks:

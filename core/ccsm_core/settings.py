@@ -202,8 +202,8 @@ class Settings:
         3,
         "DB_USER_CONNECTIONS",
         INTEGER,
-        "pooled connections one user's requests may hold at once (at most `DB_POOL_SIZE` - 1; 0: no bound); "
-        "the rest wait, then get 429 + `Retry-After`",
+        "pooled connections one user's requests may hold at once (at most `DB_POOL_SIZE` - 1; 0: no bound), more "
+        "only while the pool keeps more than this many idle; the rest wait, then get 429 + `Retry-After`",
     )
     db_user_queue: int = setting(
         50,

@@ -7,6 +7,7 @@ such session cost one request a 503."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 
 import pymysql
@@ -174,3 +175,30 @@ def test_a_failing_first_statement_is_a_pymysql_error_and_leaves_no_transaction_
         return n, open_after
 
     assert asyncio.run(scenario()) == (1, False)
+
+
+def test_the_pool_counts_as_idle_its_free_and_unopened_connections_and_none_while_anyone_waits(
+    settings: Settings,
+) -> None:
+    async def scenario() -> list[int]:
+        pool = Pool(dataclasses.replace(settings, db_pool_size=2), settings.db_name)
+        seen = [pool.idle()]
+        first = await pool.acquire()
+        seen.append(pool.idle())
+        second = await pool.acquire()
+        waiter = asyncio.get_running_loop().create_task(pool.acquire())
+        for _ in range(100):  # event-loop turns until it queued (no wait for time)
+            if pool._waiters:
+                break
+            await asyncio.sleep(0)
+        seen.append(pool.idle())
+        pool.release(first)  # handed to the waiter
+        third = await waiter
+        pool.release(second)
+        seen.append(pool.idle())
+        pool.release(third)
+        seen.append(pool.idle())
+        pool.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [2, 1, 0, 1, 2]

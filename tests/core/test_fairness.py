@@ -77,6 +77,71 @@ def test_a_user_holds_at_most_their_share_and_the_next_request_waits_its_turn() 
     asyncio.run(scenario())
 
 
+class FakePool:
+    """Counts the connections the holders below take; `idle()` is what the real pool's `Pool.idle` answers."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken = 0
+
+    def idle(self) -> int:
+        return self.size - self.taken
+
+
+class PoolHolder(Holder):
+    """A request holding a pooled connection: it goes back to the pool before the share is released, as
+    `Database.connection` does."""
+
+    def __init__(self, share: PoolShare, user: int, pool: FakePool) -> None:
+        self.pool = pool
+        super().__init__(share, user)
+
+    async def run(self) -> None:
+        async with self.share.admit():
+            self.pool.taken += 1
+            self.inside.set()
+            await self.leave.wait()
+            self.pool.taken -= 1
+
+
+async def turns_until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):  # event-loop turns, no wait for time
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+def test_past_its_share_a_user_borrows_only_while_the_pool_keeps_that_many_idle_for_everyone_else() -> None:
+    async def scenario() -> None:
+        pool = FakePool(size=6)
+        share = PoolShare(per_user=2, queue=5, wait_s=10, idle=pool.idle)
+        mine = [PoolHolder(share, 1, pool) for _ in range(5)]
+        for h in mine[:4]:  # two within the share, two lent while more than two stayed idle
+            await asyncio.wait_for(h.inside.wait(), 5)
+        await turns_until(lambda: share.in_use(1) == (4, 1))
+        assert pool.idle() == 2
+        assert not mine[4].inside.is_set()
+        other = PoolHolder(share, 2, pool)  # another user still gets in at once
+        await other.inside.wait()
+        mine[2].leave.set()  # a lent connection comes back while the pool is busy: it is not lent again
+        await mine[2].task
+        assert share.in_use(1) == (3, 1)
+        assert not mine[4].inside.is_set()
+        other.leave.set()
+        await other.task
+        mine[3].leave.set()  # the pool is idle enough again: the waiting request gets the lent slot
+        await mine[4].inside.wait()
+        assert share.in_use(1) == (3, 0)
+        for h in (mine[0], mine[1], mine[4]):
+            h.leave.set()
+        await asyncio.gather(*(h.task for h in mine))
+        assert share.in_use(1) == (0, 0)
+        assert pool.taken == 0
+
+    asyncio.run(scenario())
+
+
 def test_past_the_queue_or_the_wait_a_request_gets_429_with_retry_after() -> None:
     async def scenario() -> None:
         share = PoolShare(per_user=1, queue=1, wait_s=0.2)

@@ -59,7 +59,11 @@ async def pool_share(settings: Settings, lifecycle: Lifecycle, state: State) -> 
     """Bounds one user's share of the database pool (issue 12 item 9, `ccsm_core.fairness`)."""
     db: Database = state["db"]
     db.share = fairness.pool_share(
-        settings.db_pool_size, settings.db_user_connections, settings.db_user_queue, settings.db_acquire_timeout_s
+        settings.db_pool_size,
+        settings.db_user_connections,
+        settings.db_user_queue,
+        settings.db_acquire_timeout_s,
+        idle=db.idle_connections,
     )
     yield {}
 
