@@ -8,12 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from ccsm_core.settings import Settings
 
 log = logging.getLogger("ccsm.keyspace")
+
+
+class Lane:
+    """A Redis connection of its own for a caller that never has two commands in flight (a `Coalesced` call in
+    `response_cache`): each command goes straight onto redis-py's own connection (same URL, credentials, TLS and
+    RESP parser as the client's), skipping the client's pool checkout, retry wrapper and the per-command socket
+    timeouts (one of them a task per send). Measured on this machine: ~50 us of this process's CPU per INCR
+    instead of ~90 us through the client (issue 15: one data-version INCR per write, one GET per batch of cached
+    reads). Every command is bounded by `timeout_s`; any failure, the bound or a cancellation drops the
+    connection (redis-py disconnects on any exception mid-command) and the next command reconnects."""
+
+    def __init__(self, client: aioredis.Redis, timeout_s: float) -> None:
+        pool = client.connection_pool
+        self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self.timeout_s = timeout_s
+
+    async def command(self, *args: str | int) -> Any:
+        conn = self._conn
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await conn.send_packed_command(conn.pack_command(*args))
+                return await conn.read_response()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+
+    async def close(self) -> None:
+        await self._conn.disconnect(nowait=True)
 
 
 class Keyspace:
@@ -26,6 +55,13 @@ class Keyspace:
             health_check_interval=15,
             retry_on_timeout=False,
         )
+        self._lanes: list[Lane] = []
+
+    def lane(self, timeout_s: float) -> Lane:
+        """A connection of its own for one-at-a-time commands (`Lane`), closed with the keyspace."""
+        lane = Lane(self.client, timeout_s)
+        self._lanes.append(lane)
+        return lane
 
     def key(self, *parts: str | int) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
@@ -48,6 +84,8 @@ class Keyspace:
         await self.client.ping()
 
     async def close(self, timeout_s: float = 2.0) -> None:
+        for lane in self._lanes:
+            await lane.close()
         try:
             await asyncio.wait_for(self.client.aclose(), timeout_s)
         except TimeoutError:

@@ -115,7 +115,7 @@ class Coalesced:
     async def _run(self, future: asyncio.Future[int]) -> None:
         self.calls += 1
         try:
-            future.set_result(await asyncio.wait_for(self.call(), REDIS_TIMEOUT_S))
+            future.set_result(await self.call())  # the call bounds itself (`keyspace.Lane`)
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: nobody may be waiting any more
@@ -140,6 +140,9 @@ class DataVersion:
     def __init__(self, keyspace: Keyspace) -> None:
         self.keyspace = keyspace
         self.key = keyspace.key("bootstrap", "version")
+        # Each of the two has at most one command in flight, so each has a connection of its own.
+        self._get_lane = keyspace.lane(REDIS_TIMEOUT_S)
+        self._incr_lane = keyspace.lane(REDIS_TIMEOUT_S)
         self.reader = Coalesced(self._get)
         self.bumper = Coalesced(self._incr)  # concurrent commits share one INCR sent after all of them
         self.local = 0
@@ -160,10 +163,10 @@ class DataVersion:
             task.add_done_callback(self._background.discard)
 
     async def _get(self) -> int:
-        return int(await self.keyspace.client.get(self.key) or 0)
+        return int(await self._get_lane.command("GET", self.key) or 0)
 
     async def _incr(self) -> int:
-        return int(await self.keyspace.client.incr(self.key))
+        return int(await self._incr_lane.command("INCR", self.key))
 
     async def publish(self) -> None:
         try:
