@@ -304,15 +304,31 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], path: str | None = "/re
     raise RuntimeError("server not ready")
 
 
-def broadcast_once(pool: Pool, r: redis.Redis, channel: str, port: int, seq: int) -> list[float]:
-    """One broadcast to one server's sockets; every socket's publish-to-receive latency (s)."""
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time process `pid` has used so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broadcast_once(
+    pool: Pool, r: redis.Redis, channel: str, port: int, seq: int, server_pid: int
+) -> tuple[list[float], float, float]:
+    """One broadcast to one server's sockets: every socket's publish-to-receive latency (s), and the CPU time (s)
+    the server and the client processes spent from the publish until every client had it."""
     for pipe in pool.pipes:
         pipe.send(("expect", (seq, port, 30.0)))
     for pipe in pool.pipes:
         assert pipe.recv() == "armed"
+    clients = [proc.pid for proc in pool.procs if proc.pid is not None]
+    server_before, clients_before = cpu_seconds(server_pid), sum(map(cpu_seconds, clients))
     t = time.time()
     r.publish(channel, orjson.dumps({"type": "db-changed", "reason": "bench", "ts": int(t * 1000), "seq": seq, "t": t}))
-    return [lat for pipe in pool.pipes for lat in pipe.recv()]
+    latencies = [lat for pipe in pool.pipes for lat in pipe.recv()]
+    return (
+        latencies,
+        cpu_seconds(server_pid) - server_before,
+        sum(map(cpu_seconds, clients)) - clients_before,
+    )
 
 
 def summarise(runs: list[list[float]], expected: int) -> dict[str, float]:
@@ -393,16 +409,22 @@ def main() -> None:
             opened = target
             # Alternate the two servers broadcast by broadcast, so both see the same background load.
             runs: dict[str, list[list[float]]] = {name: [] for name in servers}
+            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
             for _ in range(PUBLISHES_PER_POINT):
-                for name, (port, _, channel) in servers.items():
-                    runs[name].append(broadcast_once(pool, r, channel, port, seq))
+                for name, (port, proc, channel) in servers.items():
+                    latencies, server_cpu, clients_cpu = broadcast_once(pool, r, channel, port, seq, proc.pid)
+                    runs[name].append(latencies)
+                    cpu[name].append((server_cpu, clients_cpu))
                     seq += 1
             for name in servers:
                 stats = summarise(runs[name], opened)
+                stats["server_cpu_ms"] = statistics.median(c[0] for c in cpu[name]) * 1000
+                stats["clients_cpu_ms"] = statistics.median(c[1] for c in cpu[name]) * 1000
                 summary[f"{name}/{opened}"] = stats
                 print(
                     f"{name}: fan-out to {opened}: all received in {stats['all_ms']:.0f} ms (median of "
-                    f"{PUBLISHES_PER_POINT}); p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms",
+                    f"{PUBLISHES_PER_POINT}); p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms; CPU per "
+                    f"broadcast: server {stats['server_cpu_ms']:.0f} ms, clients {stats['clients_cpu_ms']:.0f} ms",
                     flush=True,
                 )
         g, b = summary[f"gateway/{opened}"], summary[f"bare websockets/{opened}"]
@@ -410,6 +432,18 @@ def main() -> None:
             f"ratios at {opened} (gateway / bare websockets): p99 {g['p99_ms'] / b['p99_ms']:.2f}, all-received "
             f"{g['all_ms'] / b['all_ms']:.2f}, RSS/socket "
             f"{summary['gateway/rss']['kib'] / summary['bare websockets/rss']['kib']:.2f}",
+            flush=True,
+        )
+        # The clients' CPU shares the machine's cores with the server's: the last sockets cannot have the frame
+        # before the CPU both sides spent on the broadcast, spread over every core, has been spent (a lower bound
+        # for this run, not for another machine, where the clients would have cores of their own).
+        cores = len(os.sched_getaffinity(0))
+        floor = (g["server_cpu_ms"] + g["clients_cpu_ms"]) / cores
+        clients_only = g["clients_cpu_ms"] / cores
+        print(
+            f"floor at {opened} on {cores} cores: (gateway CPU + clients' CPU) / cores = {floor:.0f} ms = "
+            f"{floor / b['p99_ms']:.2f}x bare's p99; the clients' CPU alone / cores = {clients_only:.0f} ms = "
+            f"{clients_only / b['p99_ms']:.2f}x",
             flush=True,
         )
         # The reconnect storm on each server, the other holding no sockets meanwhile.
