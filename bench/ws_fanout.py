@@ -42,6 +42,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from api_common import cpu_seconds  # noqa: E402
+
 from ccsm_core import migrations  # noqa: E402
 from ccsm_core.tokens import TokenService  # noqa: E402
 from tests.harness import create_test_database, free_port, make_settings, settings_env  # noqa: E402
@@ -302,12 +304,6 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], path: str | None = "/re
             pass
         time.sleep(0.1)  # start-up polling in a benchmark, not test synchronisation
     raise RuntimeError("server not ready")
-
-
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time process `pid` has used so far (/proc/<pid>/stat, clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def broadcast_once(
